@@ -1,0 +1,982 @@
+"""The connection actor: Gun's ``gen_statem``, one pykka actor per connection.
+
+Theory of operation
+-------------------
+The actor owns the socket, the protocol handler, the timers and the queue of
+requests made while not connected.  Users never call it directly: ``gunpy``'s API
+functions *cast* tuples to its Pid (``("$request", ...)``) and return at once, as
+Gun's do; the few synchronous calls (``info``, ``stream_info``) send a ``("$call",
+...)`` and wait for the ``("$reply", ...)`` with a monitor, like ``gen_statem:call``.
+
+States (Gun's names): ``not_connected`` (between attempts), ``domain_lookup``,
+``connecting``, ``tls_handshake``, ``connected`` (shown by ``info`` as
+``connected_ws_only`` / ``connected_data_only`` for Websocket and raw, as Gun does),
+and ``closing`` (a graceful close in progress).
+
+**It reads its own socket.**  The actor's inbox (``ConnInbox``) is a ``Mailbox``
+whose ``get()`` -- which pykka's loop calls -- returns queued messages first and,
+when there are none, waits in ``poll()`` on the socket, a wake-up eventfd (written
+by ``put`` only while the actor is blocked) and the earliest timer.  Socket
+readiness and timer expiries come back as internal messages.  So there is no
+reader thread and no polling loop, and flow control is just "stop polling the
+socket for input" (Gun's ``{active, once}`` not re-armed: TCP pushes back).
+ARCHITECTURE section 3 has the measurements behind this choice.
+
+Handlers return commands (``gunpy._commands``) that ``_run`` carries out in order:
+consecutive ``Send``s become one write and consecutive deliveries to one process
+one mailbox operation.
+
+Retries follow Gun (gun-reference 4.1): every attempt failure consumes one retry;
+the first retry after a start or a loss is immediate, later ones wait
+``retry_timeout`` (or what ``retry_fun`` says); when none is left the actor exits
+with ``("shutdown", reason)`` (``"normal"`` after a normal close).  Unlike Gun, the
+retry budget is restored after a loss only if the connection had made progress
+(a response, an upgrade, a data message) or stayed up for ``retry_timeout``:
+Gun's reset-on-every-connect lets a server that accepts and closes drive an
+endless, unthrottled reconnect storm (gun-reference 7).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import select
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pykka
+from pykka._envelope import Envelope
+
+from . import _options
+from ._commands import (
+    CancelTimer,
+    Close,
+    Closing,
+    Command,
+    Deliver,
+    Send,
+    SetActive,
+    StartTimer,
+    SwitchProtocol,
+)
+from ._process import Mailbox, Pid, _set_self, as_pid, demonitor, monitor
+from .protocols import handler_class
+from .protocols.base import HandlerContext
+
+log = logging.getLogger("gunpy")
+
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
+_POLLERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+_RECV_SIZE = 65536  # >= 128 KiB costs a fresh mmap per recv (ARCHITECTURE 8)
+
+# Messages whose delivery shows the connection made progress (reconnect-storm guard).
+_PROGRESS_TAGS = frozenset({"gun_response", "gun_upgrade", "gun_data", "gun_ws", "gun_inform"})
+
+# One small pool for DNS lookups: getaddrinfo blocks and cannot be cancelled, and
+# domain_lookup_timeout must still fire while it runs.
+_dns_pool: ThreadPoolExecutor | None = None
+
+
+def _lookup_pool() -> ThreadPoolExecutor:
+    global _dns_pool
+    if _dns_pool is None:
+        _dns_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gunpy-dns")
+    return _dns_pool
+
+
+def errno_reason(e: BaseException) -> Any:
+    """An Erlang-style reason for a socket error: ``"econnrefused"``, ``"timeout"``..."""
+    if isinstance(e, socket.timeout | TimeoutError):
+        return "timeout"
+    if isinstance(e, OSError) and e.errno is not None and e.errno in errno.errorcode:
+        return errno.errorcode[e.errno].lower()
+    return str(e) or type(e).__name__
+
+
+def tls_reason(e: BaseException) -> Any:
+    """Gun reports TLS failures as ``{tls_alert, {Alert, Text}}``; keep that shape."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        code = getattr(e, "verify_code", 0)
+        text = getattr(e, "verify_message", "") or str(e)
+        if code in (18, 19, 20, 21, 2):
+            alert = "unknown_ca"
+        elif code == 10:
+            alert = "certificate_expired"
+        elif code == 62:
+            alert = "handshake_failure"
+            text = f"hostname mismatch: {text}"
+        else:
+            alert = "bad_certificate"
+        return ("tls_alert", (alert, text))
+    if isinstance(e, ssl.SSLError):
+        name = (e.reason or "handshake_failure").lower()
+        return ("tls_alert", (name, str(e)))
+    return errno_reason(e)
+
+
+# ---------------------------------------------------------------------------
+# The inbox that also waits on the socket and the timers
+
+
+_SOCK = "$sock"
+_TIMER = "$timer"
+
+
+class ConnInbox(Mailbox):
+    """A Mailbox whose ``get`` also waits on a socket and named timers (see module doc)."""
+
+    __slots__ = ("_blocked", "_efd", "_poll", "_ready", "_sock_events", "_sock_fd", "_timers", "_wfd")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._poll = select.poll()
+        if hasattr(os, "eventfd"):
+            self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._wfd = self._efd
+        else:  # pragma: no cover - non-Linux
+            self._efd, self._wfd = os.pipe()
+            os.set_blocking(self._efd, False)
+            os.set_blocking(self._wfd, False)
+        self._poll.register(self._efd, _POLLIN)
+        self._blocked = False
+        self._sock_fd = -1
+        self._sock_events = 0
+        self._ready = False  # data known to be readable without polling (TLS pending)
+        self._timers: dict[str, float] = {}
+
+    def _wake(self) -> None:
+        # Called with the lock held (Mailbox.put): the fd cannot be closed meanwhile.
+        if self._blocked:
+            self._blocked = False
+            try:
+                os.write(self._wfd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            except OSError:
+                pass
+
+    # -- actor side ----------------------------------------------------------
+    def watch(self, fd: int, events: int) -> None:
+        """Poll ``fd`` for ``events`` (0: not at all).  Only one socket at a time."""
+        if fd != self._sock_fd:
+            if self._sock_fd >= 0:
+                try:
+                    self._poll.unregister(self._sock_fd)
+                except (KeyError, ValueError, OSError):
+                    pass
+            self._sock_fd = fd
+            self._sock_events = 0
+            if fd >= 0:
+                self._poll.register(fd, events)
+                self._sock_events = events
+            return
+        if fd >= 0 and events != self._sock_events:
+            self._poll.modify(fd, events)
+            self._sock_events = events
+
+    def unwatch(self) -> None:
+        self.watch(-1, 0)
+        self._ready = False
+
+    def set_ready(self) -> None:
+        self._ready = True
+
+    def start_timer(self, name: str, ms: float) -> None:
+        self._timers[name] = time.monotonic() + ms / 1000.0
+
+    def cancel_timer(self, name: str) -> None:
+        self._timers.pop(name, None)
+
+    def has_timer(self, name: str) -> bool:
+        return name in self._timers
+
+    def close_fds(self) -> None:
+        with self._cond:
+            self._blocked = False
+            for fd in {self._efd, self._wfd}:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._efd = self._wfd = -1
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        # pykka calls get() outside its try block: it must never raise.
+        try:
+            return self._get()
+        except BaseException as e:  # pragma: no cover - defensive
+            return Envelope(("$inbox_error", e))
+
+    def _get(self) -> Any:
+        cond = self._cond
+        while True:
+            with cond:
+                if self._msgs:
+                    msg = self._take(next(iter(self._msgs)))
+                    return msg if type(msg) is Envelope else Envelope(msg)
+                if self._ready and self._sock_events & _POLLIN:
+                    self._ready = False
+                    return Envelope((_SOCK, _POLLIN))
+                wait_ms = -1
+                if self._timers:
+                    name = min(self._timers, key=self._timers.__getitem__)
+                    left = self._timers[name] - time.monotonic()
+                    if left <= 0:
+                        del self._timers[name]
+                        return Envelope((_TIMER, name))
+                    wait_ms = max(1, int(left * 1000 + 0.999))
+                self._blocked = True
+            try:
+                events = self._poll.poll(wait_ms)
+            finally:
+                self._blocked = False
+            sock_ev = 0
+            for fd, ev in events:
+                if fd == self._efd:
+                    try:
+                        os.read(self._efd, 8)
+                    except OSError:
+                        pass
+                elif fd == self._sock_fd:
+                    sock_ev = ev
+            if sock_ev:
+                with cond:
+                    if not self._msgs:
+                        return Envelope((_SOCK, sock_ev))
+                    # Messages first (ARCHITECTURE 3); poll is level-triggered, so
+                    # the socket's readiness is seen again on the next get().
+
+
+# ---------------------------------------------------------------------------
+# The actor
+
+
+class Connection(pykka.ThreadingActor):
+    """One Gun connection.  Created by ``gunpy.open``/``open_unix``; see the module doc."""
+
+    def __init__(
+        self,
+        pid: Pid,
+        inbox: ConnInbox,
+        owner: Pid,
+        host: str,
+        port: int,
+        opts: dict[str, Any],
+        unix_path: str | None = None,
+    ) -> None:
+        self._inbox = inbox
+        super().__init__()
+        self.pid = pid
+        self.owner = owner
+        self.host = host
+        self.port = port
+        self.unix_path = unix_path
+        self.opts = opts
+        self.transport = "unix" if unix_path is not None else opts["transport"]
+        self.state = "not_connected"
+        self.sock: socket.socket | None = None
+        self.handler: Any = None
+        self.protocol: str | None = None
+        self.queue: list[tuple[Any, ...]] = []
+        self.retries = opts["retry"]
+        self.first_retry = True
+        self.attempt = 0
+        self.addrs: list[tuple[Any, ...]] = []
+        self.last_reason: Any = None
+        self.shutdown_reason: Any = None  # set once the connection must not come back
+        self.exit_reason: Any = "normal"
+        self.up_at = 0.0
+        self.progressed = False
+        self.owner_mref: Any = None
+        self.send_timeout: float | None = _options_seconds(opts["tcp_opts"]["send_timeout"])
+        self.ctx = HandlerContext(
+            conn=pid,
+            owner=owner,
+            origin_scheme="https" if self.transport == "tls" else "http",
+            origin_host="localhost" if unix_path is not None else host,
+            origin_port=port,
+            transport=self.transport,
+            opts=opts,
+        )
+
+    def _create_actor_inbox(self) -> Any:  # type: ignore[override]
+        return self._inbox
+
+    # -- pykka hooks --------------------------------------------------------
+    def _actor_loop(self) -> None:
+        _set_self(self.pid)
+        try:
+            super()._actor_loop()
+        finally:
+            self._close_socket()
+            self._inbox.close_fds()
+            self.pid._exit(self.exit_reason)
+
+    def _handle_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        # A bug in gunpy: never silent.  The owner learns through its monitor.
+        self.exit_reason = ("exception", exception_value)
+        super()._handle_failure(exception_type, exception_value, traceback)
+
+    def on_start(self) -> None:
+        self.owner_mref = monitor(self.owner)
+        self._attempt()
+
+    def on_receive(self, message: Any) -> Any:
+        tag = message[0]
+        if tag == _SOCK:
+            self._on_socket(message[1])
+        elif tag == "$request":
+            self._op(message)
+        elif tag == "$data" or tag == "$ws_send" or tag == "$update_flow" or tag == "$cancel":
+            self._op(message)
+        elif tag == "$ws_upgrade":
+            self._op(message)
+        elif tag == _TIMER:
+            self._on_timer(message[1])
+        elif tag == "$lookup":
+            self._on_lookup(message[1], message[2])
+        elif tag == "DOWN":
+            self._on_down(message)
+        elif tag == "$call":
+            self._on_call(message)
+        elif tag == "$shutdown":
+            self._shutdown("shutdown")
+        elif tag == "$close":
+            self._exit("shutdown")
+        elif tag == "$set_owner":
+            self._set_owner(message[1], message[2])
+        elif tag == "$inbox_error":  # pragma: no cover - defensive
+            log.error("gunpy connection inbox failed: %r", message[1])
+            self._exit(("error", ("inbox", repr(message[1]))))
+        return None
+
+    # -- connecting ----------------------------------------------------------
+    def _attempt(self) -> None:
+        """Start one connection attempt: lookup, connect, TLS, then up."""
+        self.attempt += 1
+        self.state = "domain_lookup"
+        if self.unix_path is not None:
+            self.addrs = [(socket.AF_UNIX, self.unix_path)]
+            self._connect_start()
+            return
+        try:
+            ip = ipaddress.ip_address(self.host.strip("[]"))
+        except ValueError:
+            ip = None
+        if ip is not None:
+            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            self.addrs = [(family, (str(ip), self.port))]
+            self._connect_start()
+            return
+        timeout = self.opts["domain_lookup_timeout"]
+        if timeout != "infinity":
+            self._inbox.start_timer("lookup", timeout)
+        attempt = self.attempt
+        family = socket.AF_INET6 if self.opts["tcp_opts"].get("inet6") else socket.AF_INET
+        fut = _lookup_pool().submit(
+            socket.getaddrinfo, self.host, self.port, family, socket.SOCK_STREAM
+        )
+        pid = self.pid
+        fut.add_done_callback(lambda f: pid.send(("$lookup", attempt, f)))
+
+    def _on_lookup(self, attempt: int, fut: Future[Any]) -> None:
+        if attempt != self.attempt or self.state != "domain_lookup":
+            return  # a lookup that timed out earlier
+        self._inbox.cancel_timer("lookup")
+        try:
+            infos = fut.result()
+        except socket.gaierror as e:
+            reason = "nxdomain" if e.errno in (socket.EAI_NONAME, socket.EAI_NODATA) else (
+                "gaierror",
+                str(e),
+            )
+            self._attempt_failed(reason)
+            return
+        except Exception as e:  # pragma: no cover - defensive
+            self._attempt_failed(errno_reason(e))
+            return
+        self.addrs = [(fam, sa[:2]) for fam, _, _, _, sa in infos]
+        if not self.addrs:
+            self._attempt_failed("nxdomain")
+            return
+        self._connect_start()
+
+    def _connect_start(self) -> None:
+        self.state = "connecting"
+        timeout = self.opts["connect_timeout"]
+        if timeout != "infinity":
+            # One deadline for every address in turn, as Gun's connect_timeout.
+            self._inbox.start_timer("connect", timeout)
+        self._connect_next(None)
+
+    def _connect_next(self, last_error: Any) -> None:
+        while self.addrs:
+            family, addr = self.addrs.pop(0)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                err = sock.connect_ex(addr)
+            except OSError as e:
+                sock.close()
+                last_error = errno_reason(e)
+                continue
+            if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+                sock.close()
+                last_error = errno.errorcode.get(err, str(err)).lower()
+                continue
+            self.sock = sock
+            self._inbox.watch(sock.fileno(), _POLLOUT)
+            return
+        self._attempt_failed(last_error or "econnrefused")
+
+    def _on_connected_tcp(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._close_socket()
+            self._connect_next(errno.errorcode.get(err, str(err)).lower())
+            return
+        self._inbox.cancel_timer("connect")
+        tcp = self.opts["tcp_opts"]
+        if sock.family != socket.AF_UNIX:
+            if tcp.get("nodelay", True):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if "sndbuf" in tcp:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, tcp["sndbuf"])
+        if "recbuf" in tcp:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, tcp["recbuf"])
+        if self.transport == "tls":
+            self._tls_start()
+        else:
+            self._up(None)
+
+    def _tls_start(self) -> None:
+        from ._tls import client_context, server_hostname
+
+        try:
+            ctx = client_context(self.opts["tls_opts"], _options.protocol_names(self.opts))
+        except (ssl.SSLError, OSError, ValueError) as e:
+            self._attempt_failed(("tls_opts", str(e)))
+            return
+        assert self.sock is not None
+        try:
+            self.sock = ctx.wrap_socket(
+                self.sock,
+                server_hostname=server_hostname(self.host, self.opts["tls_opts"]),
+                do_handshake_on_connect=False,
+            )
+        except (ssl.SSLError, OSError, ValueError) as e:
+            self._attempt_failed(tls_reason(e))
+            return
+        self.state = "tls_handshake"
+        timeout = self.opts["tls_handshake_timeout"]
+        if timeout != "infinity":
+            self._inbox.start_timer("tls", timeout)
+        self._tls_step()
+
+    def _tls_step(self) -> None:
+        sock = self.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._inbox.watch(sock.fileno(), _POLLIN)
+            return
+        except ssl.SSLWantWriteError:
+            self._inbox.watch(sock.fileno(), _POLLOUT)
+            return
+        except (ssl.SSLError, OSError) as e:
+            self._attempt_failed(tls_reason(e))
+            return
+        self._inbox.cancel_timer("tls")
+        alpn = sock.selected_alpn_protocol()
+        self._up(alpn)
+
+    def _up(self, alpn: str | None) -> None:
+        names = _options.protocol_names(self.opts)
+        if alpn == "http/1.1" and "http" in names:
+            proto = "http"
+        else:
+            proto = names[0]
+        cls = handler_class(proto)
+        self.handler = cls(self.ctx, _options.protocol_opts(self.opts, proto))
+        self.protocol = proto
+        self.state = "connected"
+        self.up_at = time.monotonic()
+        self.progressed = False
+        assert self.sock is not None
+        self._inbox.watch(self.sock.fileno(), _POLLIN)
+        self.owner.send(("gun_up", self.pid, proto))
+        self._run(self.handler.init())
+        self._arm_keepalive()
+        self._sync_active()
+        # Requests made while not connected are sent now, in order (Gun postpones them).
+        queued, self.queue = self.queue, []
+        for op in queued:
+            if self.state == "not_connected" or self.state == "domain_lookup":
+                self.queue.append(op)
+            else:
+                self._op(op)
+
+    def _attempt_failed(self, reason: Any) -> None:
+        self._inbox.cancel_timer("connect")
+        self._inbox.cancel_timer("lookup")
+        self._inbox.cancel_timer("tls")
+        self._close_socket()
+        self.state = "not_connected"
+        self.last_reason = reason
+        self._retry(reason)
+
+    def _retry(self, reason: Any) -> None:
+        if self.shutdown_reason is not None:
+            self._exit(self.shutdown_reason)
+            return
+        if self.retries <= 0:
+            self._exit("normal" if reason == "normal" else ("shutdown", reason))
+            return
+        retry_fun: Callable[[int, dict[str, Any]], dict[str, Any]] | None = self.opts.get("retry_fun")
+        if retry_fun is not None:
+            try:
+                r = retry_fun(self.retries, self.opts)
+                left = int(r["retries"])
+                timeout = int(r["timeout"])
+            except Exception as e:
+                log.exception("retry_fun failed")
+                self._exit(("shutdown", ("retry_fun", repr(e))))
+                return
+        else:
+            left = self.retries - 1
+            timeout = self.opts["retry_timeout"]
+        self.retries = left
+        if self.first_retry:
+            # Gun: the first retry after a start or a loss is immediate (Gun #70).
+            self.first_retry = False
+            timeout = 0
+        self._inbox.start_timer("retry", timeout)
+
+    # -- connected -----------------------------------------------------------
+    def _on_socket(self, events: int) -> None:
+        state = self.state
+        if state == "connecting":
+            if events & (_POLLOUT | _POLLERR):
+                self._on_connected_tcp()
+            return
+        if state == "tls_handshake":
+            self._tls_step()
+            return
+        if self.handler is None or self.sock is None:
+            return
+        sock = self.sock
+        try:
+            data = sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+            return
+        except ssl.SSLWantWriteError:  # pragma: no cover - renegotiation
+            return
+        except ssl.SSLError as e:
+            self._disconnect(tls_reason(e))
+            return
+        except OSError as e:
+            self._disconnect(("error", errno_reason(e)))
+            return
+        if data:
+            self._run(self.handler.handle(data))
+            if type(sock) is ssl.SSLSocket and self.sock is sock and sock.pending():
+                self._inbox.set_ready()
+        else:
+            if self.handler is not None:
+                self._run(self.handler.handle_eof())
+            if self.handler is not None and self.sock is sock:
+                # A handler that did not end the connection on EOF: Gun's reason.
+                self._disconnect("closed")
+
+    def _op(self, op: tuple[Any, ...]) -> None:
+        """A user operation (cast).  Queued while not connected, as Gun postpones it."""
+        state = self.state
+        if state == "connected":
+            self._dispatch(op)
+            return
+        tag = op[0]
+        if state == "closing":
+            if tag == "$request" or tag == "$ws_upgrade":
+                if self.opts["retry"] == 0 or self.shutdown_reason is not None:
+                    # Gun: "closing" when the connection will not come back.
+                    op[2].send(("gun_error", self.pid, op[1], "closing"))
+                    return
+                self.queue.append(op)
+                return
+            self._dispatch(op)
+            return
+        if tag in ("$request", "$ws_upgrade", "$data", "$ws_send"):
+            self.queue.append(op)
+        # cancel/update_flow for a stream that does not exist yet: nothing to do.
+        elif tag == "$cancel" or tag == "$update_flow":
+            for i, q in enumerate(self.queue):
+                if q[0] in ("$request", "$ws_upgrade") and q[1] == op[1] and tag == "$cancel":
+                    del self.queue[i]
+                    break
+
+    def _dispatch(self, op: tuple[Any, ...]) -> None:
+        h = self.handler
+        tag = op[0]
+        if tag == "$request":
+            _, ref, reply_to, method, path, headers, body, req_opts = op
+            cmds = h.request(ref, reply_to, method, path, headers, body, req_opts)
+        elif tag == "$data":
+            cmds = h.data(op[1], op[2], op[3], op[4])
+        elif tag == "$ws_send":
+            cmds = h.ws_send(op[1], op[2], op[3])
+        elif tag == "$cancel":
+            cmds = h.cancel(op[1], op[2])
+        elif tag == "$update_flow":
+            cmds = h.update_flow(op[1], op[2])
+        elif tag == "$ws_upgrade":
+            _, ref, reply_to, path, headers, ws_opts = op
+            if ws_opts is None:
+                ws_opts = self.opts.get("ws_opts") or {}
+            cmds = h.ws_upgrade(ref, reply_to, path, headers, ws_opts)
+        else:  # pragma: no cover
+            return
+        self._run(cmds)
+
+    def _run(self, cmds: list[Command]) -> None:
+        """Carry out a handler's commands, in order (see the module doc)."""
+        out: list[bytes] = []
+        batch: list[Any] = []
+        batch_to: Any = None
+        for c in cmds:
+            t = type(c)
+            if t is Deliver:
+                assert isinstance(c, Deliver)
+                if c.to is not batch_to:
+                    if batch:
+                        batch_to.send_many(batch) if len(batch) > 1 else batch_to.send(batch[0])
+                    batch = []
+                    batch_to = c.to
+                batch.append(c.msg)
+                if not self.progressed and c.msg[0] in _PROGRESS_TAGS:
+                    self.progressed = True
+            elif t is Send:
+                assert isinstance(c, Send)
+                out.append(c.data)
+            else:
+                if batch:
+                    batch_to.send_many(batch) if len(batch) > 1 else batch_to.send(batch[0])
+                    batch = []
+                    batch_to = None
+                if out:
+                    data = out[0] if len(out) == 1 else b"".join(out)
+                    out = []
+                    if not self._send(data):
+                        return
+                if not self._control(c):
+                    return
+        if batch:
+            batch_to.send_many(batch) if len(batch) > 1 else batch_to.send(batch[0])
+        if out:
+            self._send(out[0] if len(out) == 1 else b"".join(out))
+
+    def _control(self, c: Command) -> bool:
+        """A non-Send, non-Deliver command; False when the rest must be dropped."""
+        t = type(c)
+        if t is SetActive:
+            assert isinstance(c, SetActive)
+            self._set_active(c.active)
+        elif t is Close:
+            assert isinstance(c, Close)
+            self._disconnect(c.reason)
+            return False
+        elif t is Closing:
+            assert isinstance(c, Closing)
+            self.state = "closing"
+            if c.timeout != "infinity":
+                assert isinstance(c.timeout, int)
+                self._inbox.start_timer("closing", c.timeout)
+        elif t is SwitchProtocol:
+            assert isinstance(c, SwitchProtocol)
+            self._switch(c)
+        elif t is StartTimer:
+            assert isinstance(c, StartTimer)
+            self._inbox.start_timer("h:" + c.name, c.ms)
+        elif t is CancelTimer:
+            assert isinstance(c, CancelTimer)
+            self._inbox.cancel_timer("h:" + c.name)
+        return True
+
+    def _switch(self, c: SwitchProtocol) -> None:
+        cls = handler_class(c.protocol)
+        args = dict(c.args)
+        opts = args.pop("opts", None)
+        if opts is None:
+            opts = _options.protocol_opts(self.opts, c.protocol)
+        self.handler = cls(self.ctx, opts, **args)
+        self.protocol = c.protocol
+        self.progressed = True
+        self._arm_keepalive()
+        self._run(self.handler.init())
+        if c.buffer and self.handler is not None:
+            self._run(self.handler.handle(c.buffer))
+        self._sync_active()
+
+    def _set_active(self, active: bool) -> None:
+        if self.sock is not None and self.state in ("connected", "closing"):
+            self._inbox.watch(self.sock.fileno(), _POLLIN if active else 0)
+
+    def _sync_active(self) -> None:
+        if self.handler is not None:
+            self._set_active(bool(self.handler.active()))
+
+    def _arm_keepalive(self) -> None:
+        self._inbox.cancel_timer("keepalive")
+        if self.handler is not None:
+            ms = self.handler.keepalive_interval()
+            if ms is not None and ms != "infinity":
+                self._inbox.start_timer("keepalive", ms)
+
+    def _send(self, data: bytes) -> bool:
+        """Write all of ``data``; False (after disconnecting) on error or send_timeout."""
+        sock = self.sock
+        if sock is None:
+            return False
+        try:
+            n = sock.send(data)
+            if n == len(data):
+                return True
+            view = memoryview(data)[n:]
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            view = memoryview(data)
+        except (ssl.SSLError, OSError) as e:
+            self._disconnect(("error", errno_reason(e)))
+            return False
+        # Slow path: the kernel buffer is full.  Block this actor up to send_timeout,
+        # as gen_tcp's send does (Gun's default 15 s, send_timeout_close true).
+        deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
+        p = select.poll()
+        p.register(sock.fileno(), _POLLOUT)
+        while view:
+            try:
+                n = sock.send(view)
+                view = view[n:]
+                continue
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                pass
+            except (ssl.SSLError, OSError) as e:
+                self._disconnect(("error", errno_reason(e)))
+                return False
+            if deadline is None:
+                p.poll()
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._disconnect(("error", "timeout"))
+                    return False
+                p.poll(max(1, int(left * 1000)))
+        return True
+
+    # -- timers ------------------------------------------------------------------
+    def _on_timer(self, name: str) -> None:
+        if name == "retry":
+            if self.state == "not_connected":
+                self._attempt()
+        elif name == "connect":
+            if self.state == "connecting":
+                self.addrs = []
+                self._attempt_failed("timeout")
+        elif name == "lookup":
+            if self.state == "domain_lookup":
+                self._attempt_failed("timeout")
+        elif name == "tls":
+            if self.state == "tls_handshake":
+                self._attempt_failed("timeout")
+        elif name == "keepalive":
+            if self.handler is not None:
+                self._run(self.handler.keepalive())
+                self._arm_keepalive()
+        elif name == "closing":
+            if self.state == "closing":
+                self._disconnect("normal")
+        elif name.startswith("h:"):
+            if self.handler is not None:
+                self._run(self.handler.timeout(name[2:]))
+
+    # -- losing the connection ---------------------------------------------------------
+    def _close_socket(self) -> None:
+        sock = self.sock
+        self.sock = None
+        self._inbox.unwatch()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:  # pragma: no cover
+                pass
+
+    def _disconnect(self, reason: Any) -> None:
+        """Gun's ``disconnect/2``: error the streams, ``gun_down``, then retry or exit."""
+        h = self.handler
+        if h is None:
+            return
+        self.handler = None
+        self._close_socket()
+        for t in ("closing", "keepalive"):
+            self._inbox.cancel_timer(t)
+        for name in [n for n in self._inbox._timers if n.startswith("h:")]:
+            self._inbox.cancel_timer(name)
+        try:
+            cmds = h.close(reason)
+            killed = h.down()
+        except Exception:  # pragma: no cover - a handler bug must not hide the loss
+            log.exception("protocol close failed")
+            cmds, killed = [], []
+        self._run_deliveries(cmds)
+        protocol = h.name
+        self.state = "not_connected"
+        self.protocol = None
+        if self.shutdown_reason is not None:
+            # shutdown / owner down: no gun_down, the process just exits (Gun 4.2).
+            self._exit(self.shutdown_reason)
+            return
+        self.owner.send(("gun_down", self.pid, protocol, reason, killed))
+        if self.progressed or time.monotonic() - self.up_at >= self.opts["retry_timeout"] / 1000:
+            self.retries = self.opts["retry"]
+            self.first_retry = True
+        self.last_reason = reason
+        self._retry(reason)
+
+    def _run_deliveries(self, cmds: list[Command]) -> None:
+        for c in cmds:
+            if type(c) is Deliver:
+                assert isinstance(c, Deliver)
+                c.to.send(c.msg)
+
+    # -- graceful close, owner, exit ----------------------------------------------------
+    def _shutdown(self, reason: Any) -> None:
+        """Gun's graceful close (``shutdown`` and owner death), bounded by closing_timeout."""
+        if self.shutdown_reason is not None and self.state == "closing":
+            return
+        self.shutdown_reason = reason
+        if self.handler is None or self.state not in ("connected", "closing"):
+            self._exit(reason)
+            return
+        self._run(self.handler.closing(reason if reason == "shutdown" else "owner_down"))
+        if self.handler is not None and self.state == "connected":
+            # The handler had nothing to finish but did not close: close now.
+            self._disconnect("normal")
+
+    def _on_down(self, msg: tuple[Any, ...]) -> None:
+        _, mref, _, _, reason = msg
+        if mref is not self.owner_mref:
+            return
+        # Gun 4.3: exit normal if the owner exited normal, pass shutdown through,
+        # else {shutdown, {owner_down, Reason}}.
+        if reason == "normal":
+            exit_reason: Any = "normal"
+        elif reason == "shutdown" or (isinstance(reason, tuple) and reason[:1] == ("shutdown",)):
+            exit_reason = reason
+        else:
+            exit_reason = ("shutdown", ("owner_down", reason))
+        self._shutdown(exit_reason)
+
+    def _set_owner(self, caller: Pid, new_owner: Pid) -> None:
+        if caller is not self.owner or self.shutdown_reason is not None:
+            caller.send(
+                (
+                    "gun_error",
+                    self.pid,
+                    ("badstate", "Only the current owner can set a new owner."),
+                )
+            )
+            return
+        if self.owner_mref is not None:
+            demonitor(self.owner_mref)
+        self.owner = new_owner
+        self.ctx.owner = new_owner
+        self.owner_mref = monitor(new_owner)
+
+    def _exit(self, reason: Any) -> None:
+        """End the process with ``reason`` (monitors see it in DOWN)."""
+        # Better than Gun (gun-reference 7): requests still queued get an error
+        # instead of silence.
+        queued, self.queue = self.queue, []
+        for op in queued:
+            if op[0] in ("$request", "$ws_upgrade"):
+                op[2].send(("gun_error", self.pid, op[1], ("closed", reason)))
+        if self.handler is not None:
+            h = self.handler
+            self.handler = None
+            try:
+                self._run_deliveries(h.close(reason))
+            except Exception:  # pragma: no cover
+                log.exception("protocol close failed")
+        self._close_socket()
+        self.exit_reason = reason
+        self.state = "closed"
+        self._stop()
+
+    # -- synchronous calls ------------------------------------------------------
+    def _on_call(self, msg: tuple[Any, ...]) -> None:
+        _, caller, tag, what, args = msg
+        try:
+            if what == "info":
+                value: Any = self._info()
+            elif what == "stream_info":
+                if self.handler is None:
+                    value = ("error", "not_connected")
+                else:
+                    value = ("ok", self.handler.stream_info(args[0]))
+            else:  # pragma: no cover
+                value = ("error", ("unknown_call", what))
+        except Exception as e:  # pragma: no cover - defensive
+            value = ("error", ("exception", repr(e)))
+        caller.send(("$reply", tag, value))
+
+    def _info(self) -> dict[str, Any]:
+        state = self.state
+        if state == "connected" and self.protocol == "ws":
+            state = "connected_ws_only"
+        elif state == "connected" and self.protocol == "raw":
+            state = "connected_data_only"
+        info: dict[str, Any] = {
+            "owner": self.owner,
+            "socket": self.sock,
+            "transport": "tcp" if self.transport == "unix" else self.transport,
+            "state_name": state,
+            "origin_scheme": self.ctx.origin_scheme,
+            "origin_host": self.ctx.origin_host,
+            "origin_port": self.ctx.origin_port,
+            "intermediaries": [],
+            "cookie_store": None,
+            "event_handler": None,
+            "event_handler_state": None,
+        }
+        if self.sock is not None and self.protocol is not None:
+            info["protocol"] = self.protocol
+            try:
+                name = self.sock.getsockname()
+                if isinstance(name, tuple):
+                    info["sock_ip"], info["sock_port"] = name[0], name[1]
+                else:
+                    info["sock_ip"], info["sock_port"] = name, 0
+            except OSError:
+                pass
+        return info
+
+
+def _options_seconds(v: Any) -> float | None:
+    return None if v == "infinity" else v / 1000.0
+
+
+def start(
+    owner: Any, host: str, port: int, opts: dict[str, Any], unix_path: str | None = None
+) -> Pid:
+    """Start a connection actor; returns its Pid (what users call ``conn``)."""
+    inbox = ConnInbox()
+    pid = Pid(inbox, name=f"gun {unix_path or f'{host}:{port}'}")
+    Connection.start(pid, inbox, as_pid(owner), host, port, opts, unix_path)
+    return pid

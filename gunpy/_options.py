@@ -1,0 +1,214 @@
+"""Connection options: Gun's keys, checked before anything starts.
+
+``gun:open/3`` refuses unknown or ill-typed options with ``{error, {options, Opt}}``
+and each protocol checks its own (``{error, {options, {http, Opt}}}``); gunpy
+returns the same shapes, with ``Opt`` the ``(key, value)`` pair at fault, and
+fills in Gun's defaults so the rest of the code never guesses.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+# Gun 2.4 defaults (gun-reference 3.1).
+DEFAULT_RETRY = 5
+DEFAULT_RETRY_TIMEOUT = 5000
+DEFAULT_SEND_TIMEOUT = 15000
+
+# Protocols this version implements; Gun's others are refused by name.
+SUPPORTED_PROTOCOLS = ("http", "raw")
+KNOWN_PROTOCOLS = ("http", "http2", "raw", "socks")
+
+Bad = tuple[Any, ...]
+
+
+def is_timeout(v: Any, allow_zero: bool = True) -> bool:
+    """Gun's ``timeout()``: non-negative integer milliseconds or ``"infinity"``."""
+    if v == "infinity":
+        return True
+    if isinstance(v, bool) or not isinstance(v, int):
+        return False
+    return v >= 0 if allow_zero else v > 0
+
+
+def _non_neg_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+_TCP_OPTS: dict[str, Callable[[Any], bool]] = {
+    "send_timeout": lambda v: is_timeout(v),
+    "send_timeout_close": lambda v: isinstance(v, bool),
+    "nodelay": lambda v: isinstance(v, bool),
+    "inet6": lambda v: isinstance(v, bool),
+    "sndbuf": lambda v: _non_neg_int(v) and v > 0,
+    "recbuf": lambda v: _non_neg_int(v) and v > 0,
+}
+
+_TLS_OPTS: dict[str, Callable[[Any], bool]] = {
+    "verify": lambda v: v in ("verify_peer", "verify_none"),
+    "cacertfile": lambda v: isinstance(v, str),
+    "cacerts": lambda v: isinstance(v, (str, bytes)),
+    "certfile": lambda v: isinstance(v, str),
+    "keyfile": lambda v: isinstance(v, str),
+    "password": lambda v: isinstance(v, (str, bytes)),
+    "server_name_indication": lambda v: isinstance(v, str),  # a name, or "disable"
+    "alpn_advertised_protocols": lambda v: isinstance(v, list)
+    and all(isinstance(x, str) for x in v),
+    "versions": lambda v: isinstance(v, list)
+    and all(x in ("tlsv1.2", "tlsv1.3") for x in v),
+    "ciphers": lambda v: isinstance(v, str),
+    "check_hostname": lambda v: isinstance(v, bool),
+}
+
+_RAW_OPTS: dict[str, Callable[[Any], bool]] = {
+    "flow": lambda v: _non_neg_int(v) and v > 0,
+}
+
+
+def _check_map(
+    opts: Any, checks: dict[str, Callable[[Any], bool]], what: str
+) -> Bad | None:
+    if not isinstance(opts, dict):
+        return (what, opts)
+    for k, v in opts.items():
+        check = checks.get(k)
+        if check is None or not check(v):
+            return (k, v)
+    return None
+
+
+def _protocol_checker(name: str) -> Callable[[dict[str, Any]], Bad | None]:
+    if name == "http":
+        from .protocols import http
+
+        return http.check_options
+    if name == "ws":
+        from .protocols import ws
+
+        return ws.check_options
+    from .protocols import raw
+
+    return raw.check_options
+
+
+def check_protocol_opts(name: str, opts: Any) -> Bad | None:
+    """Check a protocol's option dict; the bad ``(key, value)`` or None."""
+    if not isinstance(opts, dict):
+        return (name + "_opts", opts)
+    result: Bad | None = _protocol_checker(name)(opts)
+    return result
+
+
+def _check_protocols(v: Any, transport: str) -> bool:
+    if not isinstance(v, list) or not v:
+        return False
+    names = []
+    for p in v:
+        if isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], dict):
+            name = p[0]
+        else:
+            name = p
+        if name not in SUPPORTED_PROTOCOLS:
+            return False
+        names.append(name)
+    if len(set(names)) != len(names):
+        return False  # Gun rejects duplicates
+    # Over TCP there is no negotiation: exactly one protocol (Gun 3.1).
+    return not (transport != "tls" and len(names) != 1)
+
+
+def check_options(opts: Any) -> tuple[str, Any] | None:
+    """Check ``gun:open/3`` options; Gun's error reason (``("options", ...)``) or None."""
+    if not isinstance(opts, dict):
+        return ("options", opts)
+    transport = opts.get("transport", "tcp")
+    for k, v in opts.items():
+        bad: Bad | None = None
+        if k == "transport":
+            ok = v in ("tcp", "tls", "ssl")
+        elif k == "protocols":
+            ok = _check_protocols(v, "tls" if transport in ("tls", "ssl") else "tcp")
+            if ok:
+                for p in v:
+                    if isinstance(p, tuple):
+                        bad = check_protocol_opts(p[0], p[1])
+                        if bad is not None:
+                            return ("options", (p[0], bad))
+        elif k in ("retry", "retry_timeout"):
+            ok = _non_neg_int(v)
+        elif k == "retry_fun":
+            ok = callable(v)
+        elif k in ("connect_timeout", "domain_lookup_timeout", "tls_handshake_timeout"):
+            ok = is_timeout(v)
+        elif k == "tcp_opts":
+            bad = _check_map(v, _TCP_OPTS, "tcp_opts")
+            if bad is not None:
+                return ("options", ("tcp_opts", bad))
+            ok = True
+        elif k == "tls_opts":
+            if isinstance(v, ssl.SSLContext):
+                ok = True
+            else:
+                bad = _check_map(v, _TLS_OPTS, "tls_opts")
+                if bad is not None:
+                    return ("options", ("tls_opts", bad))
+                ok = True
+        elif k in ("http_opts", "ws_opts", "raw_opts"):
+            name = k[:-5]
+            bad = check_protocol_opts(name, v)
+            if bad is not None:
+                return ("options", (name, bad))
+            ok = True
+        elif k in ("supervise", "trace"):
+            ok = isinstance(v, bool)
+        else:
+            # Unknown keys, and Gun keys this version does not implement yet
+            # (http2_opts, socks_opts, cookie_store, event_handler): refused by name
+            # rather than silently ignored.
+            ok = False
+        if not ok:
+            return ("options", (k, v))
+    return None
+
+
+def with_defaults(opts: dict[str, Any], port: int) -> dict[str, Any]:
+    """A copy of validated ``opts`` with Gun's defaults filled in."""
+    o = dict(opts)
+    transport = o.get("transport")
+    if transport is None:
+        # Gun: tls when the port is 443, tcp otherwise.
+        transport = "tls" if port == 443 else "tcp"
+    if transport == "ssl":
+        transport = "tls"
+    o["transport"] = transport
+    # Gun's default over TLS is [http2, http]; HTTP/2 is not implemented yet.
+    o.setdefault("protocols", ["http"])
+    o.setdefault("retry", DEFAULT_RETRY)
+    o.setdefault("retry_timeout", DEFAULT_RETRY_TIMEOUT)
+    o.setdefault("connect_timeout", "infinity")
+    o.setdefault("domain_lookup_timeout", "infinity")
+    o.setdefault("tls_handshake_timeout", "infinity")
+    tcp = {"send_timeout": DEFAULT_SEND_TIMEOUT, "send_timeout_close": True, "nodelay": True}
+    tcp.update(o.get("tcp_opts") or {})
+    o["tcp_opts"] = tcp
+    o.setdefault("tls_opts", {})
+    o.setdefault("http_opts", {})
+    o.setdefault("ws_opts", {})
+    o.setdefault("raw_opts", {})
+    return o
+
+
+def protocol_opts(opts: dict[str, Any], name: str) -> dict[str, Any]:
+    """The options for protocol ``name``: ``{name}_opts`` overridden by a
+    ``(name, opts)`` entry in ``protocols`` (Gun 3.1)."""
+    base: dict[str, Any] = dict(opts.get(name + "_opts") or {})
+    for p in opts.get("protocols", ()):
+        if isinstance(p, tuple) and p[0] == name:
+            base.update(p[1])
+    return base
+
+
+def protocol_names(opts: dict[str, Any]) -> list[str]:
+    return [p[0] if isinstance(p, tuple) else p for p in opts.get("protocols", ["http"])]

@@ -1,0 +1,22 @@
+"""Protocol handlers, one module per protocol, all behind ``base.ProtocolHandler``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def handler_class(name: str) -> Any:
+    """The handler class of protocol ``name`` (imported on first use)."""
+    if name == "http":
+        from .http import HttpHandler
+
+        return HttpHandler
+    if name == "ws":
+        from .ws import WsHandler
+
+        return WsHandler
+    if name == "raw":
+        from .raw import RawHandler
+
+        return RawHandler
+    raise ValueError(f"unknown protocol {name!r}")

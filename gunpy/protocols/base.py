@@ -1,0 +1,227 @@
+"""The protocol handler interface, written down.
+
+Theory of operation
+-------------------
+Gun has one module per protocol (``gun_http``, ``gun_ws``, ``gun_raw``, ...), all
+exporting the same callbacks, and leaves that interface implicit.  gunpy writes it
+down here as ``ProtocolHandler`` and gives every handler the same rules:
+
+* A handler is a plain object holding one connection's protocol state.  It never
+  touches a socket, a thread or a clock.  Every method returns a list of commands
+  (``gunpy._commands``) that the connection actor carries out in order.
+* Bytes come in through ``handle(data)``; the peer's EOF through ``handle_eof()``
+  (h11 wants ``b""`` and wsproto ``None`` for EOF: that difference stays inside the
+  handlers).  Caller operations (``request``, ``data``, ``ws_send``, ...) come in as
+  method calls, with header lists already normalised by the caller (lower-case
+  ``str`` names, ``str`` values) and the stream ref already made.
+* Messages to users are ``Deliver`` commands carrying Gun's exact tuples, built with
+  ``ctx.conn`` as the connection element.
+* ``close(reason)`` is called when the connection is lost or closed: the handler
+  emits the per-stream ``gun_error`` messages Gun sends (``("closed", R)``...).
+  ``down()`` then lists the stream refs killed, for ``gun_down``.
+* An operation a protocol does not support answers with the ``gun_error`` Gun sends
+  in that state (``BaseHandler`` has the defaults), never with an exception.
+* Exceptions from h11, wsproto or h2 never escape: a handler turns them into
+  ``gun_error`` deliveries and ``Close(("error", ...))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from .._commands import Close, Commands, Deliver, ReplyTo
+
+Headers = list[tuple[str, str]]
+
+
+@dataclass(slots=True)
+class HandlerContext:
+    """What every handler knows about its connection.
+
+    ``conn`` is the connection's Pid as users see it in messages; ``owner`` the
+    current owner (the actor updates it on ``set_owner``).  ``origin_*`` describe
+    the server the requests are for (host header, ``:authority``); ``transport`` is
+    ``"tcp"``, ``"tls"`` or ``"unix"``.  ``opts`` are the whole, validated
+    connection options.
+    """
+
+    conn: Any
+    owner: ReplyTo
+    origin_scheme: str = "http"
+    origin_host: str = "localhost"
+    origin_port: int = 80
+    transport: str = "tcp"
+    opts: dict[str, Any] = field(default_factory=dict)
+
+
+class ProtocolHandler(Protocol):
+    """The interface every protocol module implements (Gun's implicit one)."""
+
+    #: Gun's protocol name as it appears in ``gun_up`` / ``gun_down``.
+    name: ClassVar[str]
+
+    def init(self) -> Commands:
+        """Commands to run right after the handler is installed (preface, buffer)."""
+        ...
+
+    def handle(self, data: bytes) -> Commands:
+        """Bytes read from the socket."""
+        ...
+
+    def handle_eof(self) -> Commands:
+        """The peer closed its side (recv returned b"")."""
+        ...
+
+    def request(
+        self,
+        ref: Any,
+        reply_to: ReplyTo,
+        method: str,
+        path: str,
+        headers: Headers,
+        body: bytes | None,
+        req_opts: dict[str, Any],
+    ) -> Commands:
+        """A request; ``body`` None means the body follows through ``data``."""
+        ...
+
+    def data(self, ref: Any, reply_to: ReplyTo, fin: str, data: bytes) -> Commands:
+        """A request body chunk (``fin`` is ``"fin"`` or ``"nofin"``)."""
+        ...
+
+    def cancel(self, ref: Any, reply_to: ReplyTo) -> Commands: ...
+
+    def update_flow(self, ref: Any, inc: int) -> Commands: ...
+
+    def ws_upgrade(
+        self, ref: Any, reply_to: ReplyTo, path: str, headers: Headers, ws_opts: dict[str, Any]
+    ) -> Commands: ...
+
+    def ws_send(self, ref: Any, reply_to: ReplyTo, frames: list[Any]) -> Commands: ...
+
+    def keepalive(self) -> Commands:
+        """The periodic keepalive tick (only armed when the protocol's option is set)."""
+        ...
+
+    def keepalive_interval(self) -> int | None:
+        """Milliseconds between ``keepalive`` ticks, or None for no keepalive."""
+        ...
+
+    def timeout(self, name: str) -> Commands:
+        """A timer this handler started with ``StartTimer(name, ms)`` fired."""
+        ...
+
+    def closing(self, reason: Any) -> Commands:
+        """Graceful close requested (``shutdown``, owner down): Gun's ``closing/4``."""
+        ...
+
+    def close(self, reason: Any) -> Commands:
+        """The connection is gone: per-stream ``gun_error`` messages (Gun's ``close/4``)."""
+        ...
+
+    def down(self) -> list[Any]:
+        """Refs of the streams killed by the loss of the connection, for ``gun_down``."""
+        ...
+
+    def stream_info(self, ref: Any) -> dict[str, Any] | None: ...
+
+    def active(self) -> bool:
+        """Whether the socket should be read now (False while a flow budget is spent)."""
+        ...
+
+
+BADSTATE_WS_ONLY = "This connection only accepts Websocket frames."
+BADSTATE_NOT_FOUND = "The stream cannot be found."
+BADSTATE_ALREADY_CLOSED = "The stream has already been closed."
+
+
+class BaseHandler:
+    """Defaults shared by every handler: Gun's answers to unsupported operations."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, ctx: HandlerContext) -> None:
+        self.ctx = ctx
+
+    # -- helpers -----------------------------------------------------------
+    def conn_error(self, reply_to: ReplyTo, reason: Any) -> Commands:
+        """The connection-wide 3-tuple ``("gun_error", conn, reason)``."""
+        return [Deliver(reply_to, ("gun_error", self.ctx.conn, reason))]
+
+    def stream_error(self, reply_to: ReplyTo, ref: Any, reason: Any) -> Commands:
+        """The stream 4-tuple ``("gun_error", conn, ref, reason)``."""
+        return [Deliver(reply_to, ("gun_error", self.ctx.conn, ref, reason))]
+
+    # -- defaults ------------------------------------------------------------
+    def init(self) -> Commands:
+        return []
+
+    def handle_eof(self) -> Commands:
+        return [Close("closed")]
+
+    def request(
+        self,
+        ref: Any,
+        reply_to: ReplyTo,
+        method: str,
+        path: str,
+        headers: Headers,
+        body: bytes | None,
+        req_opts: dict[str, Any],
+    ) -> Commands:
+        return self.conn_error(
+            reply_to, ("badstate", f"The {self.name} protocol does not support requests.")
+        )
+
+    def data(self, ref: Any, reply_to: ReplyTo, fin: str, data: bytes) -> Commands:
+        return self.stream_error(reply_to, ref, ("badstate", BADSTATE_ALREADY_CLOSED))
+
+    def cancel(self, ref: Any, reply_to: ReplyTo) -> Commands:
+        return self.stream_error(reply_to, ref, ("badstate", BADSTATE_NOT_FOUND))
+
+    def update_flow(self, ref: Any, inc: int) -> Commands:
+        return []
+
+    def ws_upgrade(
+        self, ref: Any, reply_to: ReplyTo, path: str, headers: Headers, ws_opts: dict[str, Any]
+    ) -> Commands:
+        return self.stream_error(
+            reply_to,
+            ref,
+            ("badstate", f"Websocket is not supported by the {self.name} protocol."),
+        )
+
+    def ws_send(self, ref: Any, reply_to: ReplyTo, frames: list[Any]) -> Commands:
+        return self.conn_error(
+            reply_to,
+            (
+                "badstate",
+                "Connection needs to be upgraded to Websocket "
+                "before the gun:ws_send/3 function can be used.",
+            ),
+        )
+
+    def keepalive(self) -> Commands:
+        return []
+
+    def keepalive_interval(self) -> int | None:
+        return None
+
+    def timeout(self, name: str) -> Commands:
+        return []
+
+    def closing(self, reason: Any) -> Commands:
+        return [Close("normal")]
+
+    def close(self, reason: Any) -> Commands:
+        return []
+
+    def down(self) -> list[Any]:
+        return []
+
+    def stream_info(self, ref: Any) -> dict[str, Any] | None:
+        return None
+
+    def active(self) -> bool:
+        return True
