@@ -17,7 +17,7 @@ each handler is unit-tested by feeding bytes and reading commands.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 
 class ReplyTo(Protocol):
@@ -108,5 +108,5 @@ class CancelTimer:
     name: str
 
 
-Command = Union[Send, Deliver, SetActive, Close, Closing, SwitchProtocol, StartTimer, CancelTimer]
+Command = Send | Deliver | SetActive | Close | Closing | SwitchProtocol | StartTimer | CancelTimer
 Commands = list[Command]

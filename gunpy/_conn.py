@@ -110,9 +110,8 @@ def tls_reason(e: BaseException) -> Any:
             alert = "unknown_ca"
         elif code == 10:
             alert = "certificate_expired"
-        elif code == 62:
+        elif code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
             alert = "handshake_failure"
-            text = f"hostname mismatch: {text}"
         else:
             alert = "bad_certificate"
         return ("tls_alert", (alert, text))
@@ -331,11 +330,7 @@ class Connection(pykka.ThreadingActor):
         tag = message[0]
         if tag == _SOCK:
             self._on_socket(message[1])
-        elif tag == "$request":
-            self._op(message)
-        elif tag == "$data" or tag == "$ws_send" or tag == "$update_flow" or tag == "$cancel":
-            self._op(message)
-        elif tag == "$ws_upgrade":
+        elif tag == "$request" or tag == "$data" or tag == "$ws_send" or tag == "$update_flow" or tag == "$cancel" or tag == "$ws_upgrade":
             self._op(message)
         elif tag == _TIMER:
             self._on_timer(message[1])
@@ -445,9 +440,8 @@ class Connection(pykka.ThreadingActor):
             return
         self._inbox.cancel_timer("connect")
         tcp = self.opts["tcp_opts"]
-        if sock.family != socket.AF_UNIX:
-            if tcp.get("nodelay", True):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family != socket.AF_UNIX and tcp.get("nodelay", True):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if "sndbuf" in tcp:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, tcp["sndbuf"])
         if "recbuf" in tcp:
@@ -802,9 +796,8 @@ class Connection(pykka.ThreadingActor):
         elif name == "closing":
             if self.state == "closing":
                 self._disconnect("normal")
-        elif name.startswith("h:"):
-            if self.handler is not None:
-                self._run(self.handler.timeout(name[2:]))
+        elif name.startswith("h:") and self.handler is not None:
+            self._run(self.handler.timeout(name[2:]))
 
     # -- losing the connection ---------------------------------------------------------
     def _close_socket(self) -> None:

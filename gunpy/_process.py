@@ -206,7 +206,7 @@ def _template_key(p: Any) -> Hashable | None:
     else:
         return None
     for part in parts:
-        if part is ANY or callable(part) and not isinstance(part, (Pid, Ref)):
+        if part is ANY or (callable(part) and not isinstance(part, (Pid, Ref))):
             return None
     try:
         hash(parts)
@@ -230,7 +230,7 @@ def match(pattern: Any, msg: Any) -> bool:
             return False
         if len(msg) != len(pattern):
             return False
-        for p, m in zip(pattern, msg):
+        for p, m in zip(pattern, msg, strict=True):
             if p is ANY:
                 continue
             tpp = type(p)
@@ -362,7 +362,7 @@ class Mailbox:
             # Every pattern names a key: only those messages can match (O(matching)).
             index = self._index
             best: int | None = None
-            for k, p in zip(keys, patterns):
+            for k, p in zip(keys, patterns, strict=True):
                 dq = index.get(k)
                 if not dq:
                     continue
@@ -696,10 +696,12 @@ _prev_excepthook = threading.excepthook
 
 def _excepthook(args: threading.ExceptHookArgs) -> None:
     """Record a thread's uncaught exception as its exit reason (its monitors see it)."""
+    exc = args.exc_value
     sentinel = getattr(_local, "sentinel", None)
     if sentinel is not None:
-        exc = args.exc_value
         sentinel.reason = exc.reason if isinstance(exc, Exit) else ("exception", exc)
+    if isinstance(exc, Exit):
+        return  # exit(Reason) is how a process chooses to end, not a crash to print
     _prev_excepthook(args)
 
 
@@ -712,14 +714,18 @@ def is_alive(pid: Pid) -> bool:
 
 def monitor(pid: Any) -> Ref:
     """Monitor ``pid``: its death sends ``("DOWN", mref, "process", pid, reason)`` to the
-    caller.  Monitoring a process that is already gone sends the DOWN at once with
-    reason ``"noproc"``, as in Erlang."""
+    caller.  Monitoring a process that is already gone sends the DOWN at once, with
+    the reason it ended with (``"noproc"`` if unknown; Erlang always says noproc)."""
     target = as_pid(pid)
     me = self()
     mref = Ref()
     mref._target = target
     if not target._add_monitor(mref, me):
-        me.send(("DOWN", mref, "process", target, "noproc"))
+        # Erlang says noproc here.  gunpy remembers how a Pid ended, so it says
+        # that instead: a connection that failed before its owner could monitor it
+        # (await_up right after open) still reports ("shutdown", econnrefused).
+        reason = target._reason if target._reason is not None else "noproc"
+        me.send(("DOWN", mref, "process", target, reason))
     elif type(target) is not Pid:
         # Deaths that nothing reports (the main thread, a plain pykka actor) are
         # polled by the watchdog, only while someone monitors them.
