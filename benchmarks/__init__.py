@@ -1,0 +1,1 @@
+"""gunpy benchmarks (``make bench`` runs ``python -m benchmarks``)."""

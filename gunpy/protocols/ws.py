@@ -1,0 +1,945 @@
+"""Websocket (RFC 6455) with permessage-deflate (RFC 7692): Gun's ``gun_ws``.
+
+Theory of operation
+-------------------
+``WsHandler`` is installed after a successful upgrade (the HTTP/1.1 handler calls
+``handshake_offer`` to build the upgrade request and ``handshake_check`` on the 101
+response, then returns ``SwitchProtocol("ws", ...)``).  It is sans-IO like every
+handler: wsproto's frame layer (``wsproto.connection.Connection``, not its handshake
+layer) parses and builds frames, and every entry point returns a list of commands.
+
+Incoming
+    ``handle(data)`` feeds wsproto and walks every event the bytes produced in one
+    pass.  Text and binary messages are reassembled (wsproto hands out pieces cut at
+    read boundaries, not at the peer's fragment boundaries) and given to the
+    subprotocol handler as one frame, Gun's ``{text, Bin}`` / ``{binary, Bin}``.  The
+    default handler (``WsDefaultProtocol``, Gun's ``gun_ws_h``) turns each frame into
+    ``("gun_ws", conn, ref, frame)``; pings and pongs are forwarded only with
+    ``silence_pings: False``.  Pongs to the server's pings are always sent.
+
+Outgoing
+    ``ws_send`` encodes Gun's frame terms in order (masked by wsproto, RFC 6455
+    section 5.3) into one ``Send``, and stops after a close.
+
+Closing (RFC 6455 section 7, Gun's behaviour, gun-reference 4.7)
+    * The server closes: the user gets the close frame, we answer
+      ``("close", 1000, "")`` (Gun always answers 1000 with no reason) and end the
+      connection at once: ``Close("normal")``.
+    * The user closes (``ws_send`` with a close frame) or the connection is shut down
+      (``closing``: close 1001): output is closed, timer ``"closing"`` starts
+      (``closing_timeout``); the server's close is delivered, then ``Close("normal")``;
+      if the timer fires first, ``Close("normal")``.
+    * The server breaks the protocol (bad frame 1002, invalid UTF-8 1007, a message
+      over ``max_message_size`` 1009): we send that close and wait as above.  Gun
+      tells nobody (gun-reference section 7); gunpy delivers
+      ``("gun_ws", conn, ref, ("close", code, reason))`` naming the close we sent, and
+      the peer's close reply ends the connection at once.
+
+Flow control (Gun 4.5)
+    With ``flow: N`` each message the handler delivers costs what it reports (1 for
+    the default handler).  When the budget is spent we stop walking wsproto's events
+    (the rest stays parsed-but-unread inside wsproto) and return ``SetActive(False)``;
+    ``update_flow`` resumes where we stopped.  So the budget is exact, where Gun may
+    deliver every frame of the last read past it.  Once our close frame is out the
+    budget is lifted, so the server's close can still be read within
+    ``closing_timeout``.
+
+Subprotocol handlers (Gun's ``gun_ws_protocol`` behaviour, in Python)
+    Any object (module, class, instance) with ``init(reply_to, ref, headers, opts) ->
+    state`` and ``handle(frame, state) -> ("ok", flow_dec, state)``.  ``reply_to`` is
+    never the real recipient but a proxy (``WsReplyTo``) whose ``send(msg)`` appends
+    ``Deliver(real_reply_to, msg)`` to the command list being built, so the handler's
+    messages stay in order with ours; its ``conn`` attribute is the connection's Pid,
+    for building ``("gun_ws", conn, ref, frame)``.  Frames given to ``handle`` are
+    whole messages (never Gun's ``{fragment, ...}``), pings/pongs and close frames.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Message,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import ProtocolError
+
+from .._commands import (
+    CancelTimer,
+    Close,
+    Commands,
+    Deliver,
+    ReplyTo,
+    Send,
+    SetActive,
+    StartTimer,
+)
+from .base import BADSTATE_WS_ONLY, BaseHandler, HandlerContext, Headers
+
+__all__ = [
+    "DEFAULT_CLOSING_TIMEOUT",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "WsDefaultProtocol",
+    "WsHandler",
+    "WsOffer",
+    "WsReplyTo",
+    "check_options",
+    "handshake_check",
+    "handshake_offer",
+]
+
+#: Gun's ``closing_timeout`` default (ms).
+DEFAULT_CLOSING_TIMEOUT = 15000
+#: gunpy addition (Gun has no limit): the largest message we reassemble, in bytes
+#: (decompressed, UTF-8 for text).  Bigger messages fail the connection with 1009
+#: (RFC 6455 section 7.4.1).  64 MiB keeps legitimate bulk transfers working while
+#: bounding what one peer can make us hold in memory.
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+_CLOSING_TIMER = "closing"
+
+# RFC 6455 section 1.3: the GUID appended to the key to compute the accept value.
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+# Gun's offer, verbatim (gun_http:ws_upgrade).  RFC 7692 section 7.1.2.2: a bare
+# client_max_window_bits says we can honour any value the server picks.
+_DEFLATE_OFFER = "permessage-deflate; client_max_window_bits; server_max_window_bits=15"
+
+# RFC 6455 section 7.1.5: close without a status code is reported as 1005.  wsproto
+# sends an empty close only for this enum member (it tests identity, not value).
+_NO_STATUS = CloseReason.NO_STATUS_RCVD
+
+# wsproto connection states, bound once (the event loop tests them per close).
+_OPEN = ConnectionState.OPEN
+_LOCAL_CLOSING = ConnectionState.LOCAL_CLOSING
+
+
+# ---------------------------------------------------------------------------
+# Subprotocol handlers
+# ---------------------------------------------------------------------------
+
+
+class WsReplyTo:
+    """What a subprotocol handler gets as ``reply_to``.
+
+    ``send(msg)`` queues ``Deliver(real_reply_to, msg)`` in the command list the
+    ``WsHandler`` is building, so the handler's messages are delivered in order with
+    everything else the same bytes caused.  ``conn`` is the connection's Pid (the
+    second element of Gun's messages).
+    """
+
+    __slots__ = ("cmds", "conn", "to")
+
+    def __init__(self, to: ReplyTo, conn: Any) -> None:
+        self.to = to
+        self.conn = conn
+        self.cmds: Commands = []
+
+    def send(self, msg: Any) -> None:
+        self.cmds.append(Deliver(self.to, msg))
+
+
+@dataclass(slots=True)
+class _DefaultState:
+    reply_to: Any
+    conn: Any
+    ref: Any
+    silence_pings: bool
+
+
+class WsDefaultProtocol:
+    """Gun's ``gun_ws_h``: forward every frame as ``("gun_ws", conn, ref, frame)``.
+
+    Pings and pongs are dropped (flow cost 0) unless ``silence_pings`` is False.
+    ``WsHandler`` inlines this behaviour when it is the negotiated handler (same
+    messages, no call per frame); the class stays usable on its own.
+    """
+
+    @staticmethod
+    def init(reply_to: Any, ref: Any, headers: Headers, opts: dict[str, Any]) -> _DefaultState:
+        return _DefaultState(
+            reply_to, getattr(reply_to, "conn", None), ref, opts.get("silence_pings", True)
+        )
+
+    @staticmethod
+    def handle(frame: Any, state: _DefaultState) -> tuple[str, int, _DefaultState]:
+        if state.silence_pings and (
+            frame in ("ping", "pong") or (type(frame) is tuple and frame[0] in ("ping", "pong"))
+        ):
+            return ("ok", 0, state)
+        state.reply_to.send(("gun_ws", state.conn, state.ref, frame))
+        return ("ok", 1, state)
+
+
+def _is_protocol_handler(h: Any) -> bool:
+    return callable(getattr(h, "init", None)) and callable(getattr(h, "handle", None))
+
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _check_protocols(v: Any) -> bool:
+    if not isinstance(v, list):
+        return False
+    for p in v:
+        if not (isinstance(p, (tuple, list)) and len(p) == 2):
+            return False
+        name, handler = p
+        if not (isinstance(name, str) and name) or not _is_protocol_handler(handler):
+            return False
+    return True
+
+
+_CHECKS: dict[str, Any] = {
+    "closing_timeout": lambda v: v == "infinity" or _pos_int(v),
+    "compress": lambda v: isinstance(v, bool),
+    "default_protocol": _is_protocol_handler,
+    "flow": _pos_int,
+    "keepalive": lambda v: v == "infinity" or _pos_int(v),
+    "protocols": _check_protocols,
+    # Resolved by the caller before the options reach a handler.
+    "reply_to": lambda v: True,
+    "silence_pings": lambda v: isinstance(v, bool),
+    "user_opts": lambda v: True,
+    # gunpy addition: see DEFAULT_MAX_MESSAGE_SIZE.
+    "max_message_size": lambda v: v == "infinity" or _pos_int(v),
+    # Used by the caller (header checks) and the tunnel layer; accepted here.
+    "invalid_request_headers": lambda v: v in ("raise", "ignore"),
+    "tunnel": lambda v: True,
+}
+
+
+def check_options(opts: dict[str, Any]) -> tuple[str, Any] | None:
+    """The first bad ``(key, value)`` of a ``ws_opts`` dict (unknown key or wrong
+    type), or None.  Gun's ``gun_ws:check_options/1``."""
+    for k, v in opts.items():
+        check = _CHECKS.get(k)
+        if check is None or not check(v):
+            return (k, v)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Opening handshake (RFC 6455 section 4.1, RFC 7692 section 5)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class WsOffer:
+    """What ``handshake_check`` needs to judge the 101 response (opaque to callers)."""
+
+    key: str
+    accept: str
+    compress: bool
+    protocols: dict[str, Any] = field(default_factory=dict)
+    default_protocol: Any = None
+
+
+def handshake_offer(ws_opts: dict[str, Any]) -> tuple[list[tuple[str, str]], Any]:
+    """Headers for the upgrade GET, and the offer object for ``handshake_check``.
+
+    In Gun's order: ``connection``, ``upgrade``, ``sec-websocket-version``,
+    ``sec-websocket-key`` (16 random bytes, base64: RFC 6455 section 4.1), then
+    ``sec-websocket-extensions`` when ``compress`` and ``sec-websocket-protocol``
+    (names comma-joined) when ``protocols`` is set.
+    """
+    key = base64.b64encode(os.urandom(16)).decode("ascii")
+    headers = [
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", key),
+    ]
+    compress = bool(ws_opts.get("compress", False))
+    if compress:
+        headers.append(("sec-websocket-extensions", _DEFLATE_OFFER))
+    protocols = ws_opts.get("protocols") or []
+    if protocols:
+        headers.append(("sec-websocket-protocol", ", ".join(name for name, _ in protocols)))
+    offer = WsOffer(
+        key=key,
+        accept=_accept_value(key),
+        compress=compress,
+        protocols=dict(protocols),
+        default_protocol=ws_opts.get("default_protocol", WsDefaultProtocol),
+    )
+    return headers, offer
+
+
+def _accept_value(key: str) -> str:
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _WS_GUID).digest()).decode("ascii")
+
+
+def _header_values(headers: list[tuple[str, str]], name: str) -> list[str]:
+    return [v for n, v in headers if n == name]
+
+
+def _tokens(values: list[str]) -> list[str]:
+    # RFC 9110 section 5.6.1: a list header may be split over several lines and
+    # may contain empty elements.
+    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+
+
+def handshake_check(offer: Any, headers: list[tuple[str, str]]) -> dict[str, Any] | str:
+    """Judge the 101 response ``headers`` against ``offer``.
+
+    Success: the extra keyword arguments for ``WsHandler`` (``extensions``,
+    ``protocol``, ``protocol_handler``).  Failure: a ``str`` saying why; the caller
+    then drops the connection as Gun does (gun-reference 4.7).
+    """
+    assert isinstance(offer, WsOffer)
+    # RFC 6455 section 4.1, client requirements 2 and 3 (Gun leaves these as a
+    # "@todo"; wsproto checks them, and a 101 without them is not a Websocket).
+    upgrade = _header_values(headers, "upgrade")
+    if [u.strip().lower() for u in upgrade] != ["websocket"]:
+        return "The upgrade header of the 101 response is not 'websocket'."
+    if "upgrade" not in (t.lower() for t in _tokens(_header_values(headers, "connection"))):
+        return "The connection header of the 101 response has no 'upgrade' token."
+    # Requirement 4: the accept value proves the server read our key.
+    accept = _header_values(headers, "sec-websocket-accept")
+    if not accept:
+        return "The 101 response has no sec-websocket-accept header."
+    if len(accept) != 1 or accept[0].strip() != offer.accept:
+        return "The sec-websocket-accept value does not match the key sent."
+    # Requirement 5: only extensions we offered, with valid parameters.
+    extensions: list[Extension] = []
+    ext_values = _header_values(headers, "sec-websocket-extensions")
+    if ext_values:
+        result = _check_extensions(offer, ",".join(ext_values))
+        if isinstance(result, str):
+            return result
+        extensions = result
+    # Requirement 6: a subprotocol we did not offer fails the connection.  None
+    # selected falls back to default_protocol, as in Gun (a server that requires one
+    # refuses the upgrade with a non-101 response instead).
+    proto_values = _header_values(headers, "sec-websocket-protocol")
+    protocol: str | None = None
+    handler = offer.default_protocol
+    if proto_values:
+        names = _tokens(proto_values)
+        if len(names) != 1:
+            return "The server selected more than one subprotocol."
+        protocol = names[0]
+        if protocol not in offer.protocols:
+            return f"The server selected subprotocol {protocol!r}, which was not offered."
+        handler = offer.protocols[protocol]
+    return {"extensions": extensions, "protocol": protocol, "protocol_handler": handler}
+
+
+def _window_bits(value: str | None) -> int | None:
+    # RFC 7692 section 7.1.2: 1*DIGIT, 8..15, no leading zero; may be quoted.
+    if value is None:
+        return None
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if value in ("8", "9", "10", "11", "12", "13", "14", "15"):
+        return int(value)
+    return None
+
+
+def _check_extensions(offer: WsOffer, value: str) -> list[Extension] | str:
+    """RFC 7692 section 5 / 7.1: validate the server's permessage-deflate answer."""
+    extensions: list[Extension] = []
+    for element in value.split(","):
+        element = element.strip()
+        if not element:
+            continue
+        parts = [p.strip() for p in element.split(";")]
+        name = parts[0].lower()
+        if name != "permessage-deflate" or not offer.compress:
+            return f"The server accepted extension {parts[0]!r}, which was not offered."
+        if extensions:
+            return "The server accepted permessage-deflate twice."
+        params: dict[str, str | None] = {}
+        for p in parts[1:]:
+            pname, eq, pvalue = p.partition("=")
+            pname = pname.strip().lower()
+            if pname in params:
+                return f"Duplicate permessage-deflate parameter {pname!r}."
+            params[pname] = pvalue.strip() if eq else None
+        canonical = ["permessage-deflate"]
+        client_bits = 15
+        server_bits = 15
+        for k, v in params.items():
+            if k in ("server_no_context_takeover", "client_no_context_takeover"):
+                if v is not None:
+                    return f"Invalid permessage-deflate parameter {k}={v}."
+                canonical.append(k)
+            elif k in ("server_max_window_bits", "client_max_window_bits"):
+                # We offered server_max_window_bits=15 and a bare
+                # client_max_window_bits, so any value 8..15 is acceptable; the
+                # answer must carry one (RFC 7692 sections 7.1.2.1 and 7.1.2.2).
+                bits = _window_bits(v)
+                if bits is None:
+                    return f"Invalid permessage-deflate parameter {k}={v}."
+                if k == "server_max_window_bits":
+                    server_bits = bits
+                else:
+                    client_bits = bits
+            else:
+                return f"Unknown permessage-deflate parameter {k!r}."
+        # zlib cannot run a raw deflate stream with an 8-bit window: like Cowlib
+        # (cow_ws:init_permessage_deflate), use 9.  Inflating with a window larger
+        # than the sender's is always safe, so 8 -> 9 is harmless for the server side.
+        canonical.append(f"client_max_window_bits={max(client_bits, 9)}")
+        canonical.append(f"server_max_window_bits={max(server_bits, 9)}")
+        ext = PerMessageDeflate()
+        try:
+            ext.finalize("; ".join(canonical))
+        except ValueError as exc:  # pragma: no cover - values are pre-validated
+            return f"Invalid permessage-deflate parameters: {exc}."
+        extensions.append(ext)
+    return extensions
+
+
+# ---------------------------------------------------------------------------
+# Outgoing frames
+# ---------------------------------------------------------------------------
+
+
+class _BadFrame(Exception):
+    """A ``ws_send`` frame that is not one of Gun's frame terms."""
+
+
+def _iodata(data: Any) -> bytes:
+    # Gun's iodata(): bytes, str (UTF-8) or a (nested) list of them.
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, list):
+        return b"".join(_iodata(d) for d in data)
+    raise _BadFrame(f"payload must be bytes, str or a list of them, not {type(data).__name__}")
+
+
+def _text(data: Any) -> str:
+    if isinstance(data, str):
+        return data
+    try:
+        return _iodata(data).decode("utf-8")
+    except UnicodeDecodeError:
+        # RFC 6455 section 5.6: a text frame carries UTF-8; the server would fail
+        # the connection with 1007, so refuse it here.
+        raise _BadFrame("text frame payload is not valid UTF-8") from None
+
+
+def _frame_event(frame: Any) -> Event:
+    """Gun's frame term -> the wsproto event that sends it.
+
+    ``close | ping | pong | {text|binary|close|ping|pong, iodata()} |
+    {close, 1000..4999, iodata()}``; ``{close, Payload}`` is a close 1000 with
+    ``Payload`` as reason (cow_ws:frame/2).
+    """
+    if frame == "close":
+        return CloseConnection(code=_NO_STATUS, reason=None)
+    if frame == "ping":
+        return Ping(b"")
+    if frame == "pong":
+        return Pong(b"")
+    if type(frame) is tuple:
+        kind = frame[0]
+        if len(frame) == 2:
+            if kind == "text":
+                return TextMessage(data=_text(frame[1]))
+            if kind == "binary":
+                return BytesMessage(data=_iodata(frame[1]))
+            if kind == "ping":
+                return Ping(_iodata(frame[1]))
+            if kind == "pong":
+                return Pong(_iodata(frame[1]))
+            if kind == "close":
+                return CloseConnection(code=1000, reason=_text(frame[1]))
+        elif len(frame) == 3 and kind == "close":
+            code = frame[1]
+            if not (isinstance(code, int) and not isinstance(code, bool) and 1000 <= code <= 4999):
+                raise _BadFrame(f"close code must be an integer in 1000..4999, not {code!r}")
+            return CloseConnection(code=code, reason=_text(frame[2]))
+    raise _BadFrame(f"not a Websocket frame: {frame!r}")
+
+
+# ---------------------------------------------------------------------------
+# The handler
+# ---------------------------------------------------------------------------
+
+
+class WsHandler(BaseHandler):
+    """One Websocket connection (Gun's ``gun_ws`` state), sans-IO on wsproto."""
+
+    name: ClassVar[str] = "ws"
+
+    def __init__(
+        self,
+        ctx: HandlerContext,
+        opts: dict[str, Any],
+        ref: Any,
+        reply_to: ReplyTo,
+        headers: Headers,
+        *,
+        extensions: list[Extension] | None = None,
+        protocol: str | None = None,
+        protocol_handler: Any = None,
+    ) -> None:
+        super().__init__(ctx)
+        self.opts = opts
+        self.ref = ref
+        self.reply_to = reply_to
+        self.headers = headers
+        self.protocol = protocol
+        self._ws = Connection(ConnectionType.CLIENT, extensions=extensions or [])
+        self._conn = ctx.conn
+        self._silence_pings: bool = opts.get("silence_pings", True)
+        timeout = opts.get("closing_timeout", DEFAULT_CLOSING_TIMEOUT)
+        self._closing_timeout: int | None = None if timeout == "infinity" else timeout
+        limit = opts.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
+        self._max_size: int | None = None if limit == "infinity" else limit
+        keepalive = opts.get("keepalive", "infinity")
+        self._keepalive: int | None = None if keepalive == "infinity" else keepalive
+        # Gun 4.5: None = no flow control; else the remaining budget.
+        self._flow: int | None = opts.get("flow")
+        # _paused: the budget is spent, events stay unread inside wsproto.
+        # _reading: what we last told the actor (SetActive only on a change).
+        self._paused = False
+        self._reading = True
+
+        # Message reassembly.
+        self._parts: list[Any] = []
+        self._size = 0
+
+        # Closing state: _out_closed = we sent a close frame (Gun's out=close);
+        # _failed = we failed the connection (RFC 6455 section 7.1.7) and only wait
+        # for the peer's close; _draining = wsproto's parser stopped at the bad
+        # frame, so the peer's close is looked for by _drain; _ended = Close given.
+        self._out_closed = False
+        self._failed = False
+        self._draining = False
+        self._drain_buf = bytearray()
+        self._drain_skip = 0
+        self._ended = False
+        self._timer = False
+
+        self._proxy = WsReplyTo(reply_to, ctx.conn)
+        if protocol_handler is None:
+            protocol_handler = opts.get("default_protocol", WsDefaultProtocol)
+        self._handler = protocol_handler
+        self._default = protocol_handler is WsDefaultProtocol
+        # Pings/pongs skip the handler entirely when the default one would drop them.
+        self._silent = self._default and self._silence_pings
+        self._hstate: Any = None
+        self._init_error: Exception | None = None
+        if not self._default:
+            # Messages the handler sends from init are queued in the proxy and come
+            # out first, from init().
+            try:
+                self._hstate = protocol_handler.init(self._proxy, ref, headers, opts)
+            except Exception as exc:
+                # Reported from init() (a constructor cannot return commands).
+                self._init_error = exc
+
+    # -- command list plumbing -------------------------------------------------
+    def _begin(self) -> Commands:
+        # The proxy appends to the list being built; anything a subprotocol handler
+        # sent outside our calls (from init) is at its front.
+        return self._proxy.cmds
+
+    def _end(self, cmds: Commands) -> Commands:
+        self._proxy.cmds = []
+        return cmds
+
+    # -- entry points ------------------------------------------------------------
+    def init(self) -> Commands:
+        cmds = self._begin()
+        if self._init_error is not None:
+            self._fail(cmds, 1011, f"Subprotocol handler error: {self._init_error!r}"[:123])
+            self._init_error = None
+        return self._end(cmds)
+
+    def handle(self, data: bytes) -> Commands:
+        cmds = self._begin()
+        if self._ended:
+            return self._end(cmds)
+        if self._draining:
+            if self._drain(data):
+                self._finish(cmds, "normal")
+            return self._end(cmds)
+        try:
+            self._ws.receive_data(data)
+            if not self._paused:
+                self._process(cmds)
+        except Exception as exc:  # pragma: no cover - defensive border
+            self._crash(cmds, exc)
+        return self._end(cmds)
+
+    def handle_eof(self) -> Commands:
+        cmds = self._begin()
+        if not self._ended:
+            # wsproto's EOF is None; it only records a 1006 close we do not report:
+            # Gun says nothing in gun_ws either, the owner gets gun_down.
+            self._ws.receive_data(None)
+            self._finish(cmds, "closed")
+        return self._end(cmds)
+
+    def update_flow(self, ref: Any, inc: int) -> Commands:
+        cmds = self._begin()
+        if self._flow is None or ref != self.ref or self._ended:
+            return self._end(cmds)
+        self._flow += inc
+        if self._paused and self._flow > 0:
+            self._paused = False
+            try:
+                self._process(cmds)
+            except Exception as exc:  # pragma: no cover - defensive border
+                self._crash(cmds, exc)
+            if not self._paused and not self._ended and not self._reading:
+                self._reading = True
+                cmds.append(SetActive(True))
+        return self._end(cmds)
+
+    def ws_send(self, ref: Any, reply_to: ReplyTo, frames: list[Any]) -> Commands:
+        # Like Gun, the ref is not checked: the connection has one Websocket.
+        cmds = self._begin()
+        # A single frame is accepted too (gun:ws_send/3 takes Frame | [Frame]).
+        items: list[Any] = frames if isinstance(frames, list) else [frames]
+        out: list[bytes] = []
+        for frame in items:
+            # After our close (sent by the user, a shutdown or a protocol error),
+            # RFC 6455 section 5.5.1 forbids more data frames and wsproto refuses
+            # every frame: the rest is ignored, as Gun stops after a close.
+            if self._out_closed or self._ended:
+                break
+            try:
+                event = _frame_event(frame)
+                out.append(self._ws.send(event))
+            except (_BadFrame, ProtocolError, ValueError, TypeError) as exc:
+                # ValueError: control payload over 125 bytes (RFC 6455 section 5.5).
+                # Gun would crash the connection; gunpy tells the caller and stops.
+                if out:
+                    cmds.append(Send(b"".join(out)))
+                    out = []
+                cmds.append(
+                    Deliver(
+                        reply_to,
+                        (
+                            "gun_error",
+                            self._conn,
+                            ref,
+                            ("badarg", f"Invalid Websocket frame: {exc}"),
+                        ),
+                    )
+                )
+                break
+            if type(event) is CloseConnection:
+                self._out_closed = True
+                if out:
+                    cmds.append(Send(b"".join(out)))
+                    out = []
+                self._after_close_sent(cmds)
+        if out:
+            cmds.append(Send(out[0] if len(out) == 1 else b"".join(out)))
+        if self._out_closed:
+            self._lift_flow(cmds)
+        return self._end(cmds)
+
+    def keepalive(self) -> Commands:
+        cmds = self._begin()
+        if self._ws.state is _OPEN and not self._ended:
+            cmds.append(Send(self._ws.send(Ping(b""))))
+        return self._end(cmds)
+
+    def keepalive_interval(self) -> int | None:
+        return self._keepalive
+
+    def timeout(self, name: str) -> Commands:
+        cmds = self._begin()
+        if name == _CLOSING_TIMER and not self._ended:
+            # The server never answered our close: end anyway (Gun's closing_timeout).
+            self._timer = False
+            self._finish(cmds, "normal")
+        return self._end(cmds)
+
+    def closing(self, reason: Any) -> Commands:
+        # shutdown / owner down: close 1001 "going away" (RFC 6455 section 7.4.1,
+        # Gun's closing/4), then wait for the server's close like a user close.
+        cmds = self._begin()
+        if not self._ended and not self._out_closed:
+            self._send_close(cmds, 1001, "")
+            self._lift_flow(cmds)
+        return self._end(cmds)
+
+    def close(self, reason: Any) -> Commands:
+        # Gun's gun_ws:close/4 sends nothing: gun_down covers the stream.
+        return self._end(self._begin())
+
+    def down(self) -> list[Any]:
+        return [self.ref]
+
+    def active(self) -> bool:
+        return not self._paused
+
+    def stream_info(self, ref: Any) -> dict[str, Any] | None:
+        if ref != self.ref:
+            return None
+        return {
+            "ref": ref,
+            "reply_to": self.reply_to,
+            "state": "stopping" if self._out_closed or self._failed else "running",
+            "intermediaries": [],
+        }
+
+    # After an upgrade only Websocket frames are accepted (gun-reference 4.7): the
+    # connection-wide 3-tuple, as Gun's connected_ws_only state answers.
+    def request(
+        self,
+        ref: Any,
+        reply_to: ReplyTo,
+        method: str,
+        path: str,
+        headers: Headers,
+        body: bytes | None,
+        req_opts: dict[str, Any],
+    ) -> Commands:
+        return self.conn_error(reply_to, ("badstate", BADSTATE_WS_ONLY))
+
+    def data(self, ref: Any, reply_to: ReplyTo, fin: str, data: bytes) -> Commands:
+        return self.conn_error(reply_to, ("badstate", BADSTATE_WS_ONLY))
+
+    def cancel(self, ref: Any, reply_to: ReplyTo) -> Commands:
+        return self.conn_error(reply_to, ("badstate", BADSTATE_WS_ONLY))
+
+    def ws_upgrade(
+        self, ref: Any, reply_to: ReplyTo, path: str, headers: Headers, ws_opts: dict[str, Any]
+    ) -> Commands:
+        return self.conn_error(reply_to, ("badstate", BADSTATE_WS_ONLY))
+
+    # -- internals ---------------------------------------------------------------
+    def _finish(self, cmds: Commands, reason: Any) -> None:
+        self._ended = True
+        if self._timer:
+            self._timer = False
+            cmds.append(CancelTimer(_CLOSING_TIMER))
+        cmds.append(Close(reason))
+
+    def _crash(self, cmds: Commands, exc: Exception) -> None:
+        # Nothing from wsproto may escape a handler (base.py): wsproto only raises
+        # here on states we never reach, so treat it as a broken connection.
+        if not self._ended:
+            self._finish(
+                cmds, ("error", ("connection_error", "protocol_error", f"Websocket: {exc!r}"))
+            )
+
+    def _lift_flow(self, cmds: Commands) -> None:
+        # Once our close is out, the socket must be read for the server's close to
+        # arrive within closing_timeout: the flow budget no longer pauses reading
+        # (messages still arriving are delivered, as Gun does until the close).
+        if self._flow is None or self._ended:
+            return
+        self._flow = None
+        if self._paused:
+            self._paused = False
+            try:
+                self._process(cmds)
+            except Exception as exc:  # pragma: no cover - defensive border
+                self._crash(cmds, exc)
+        if not self._reading and not self._ended:
+            self._reading = True
+            cmds.append(SetActive(True))
+
+    def _after_close_sent(self, cmds: Commands) -> None:
+        # Gun's send/5 after a close frame: {closing, Timeout}.
+        if self._closing_timeout is not None:
+            self._timer = True
+            cmds.append(StartTimer(_CLOSING_TIMER, self._closing_timeout))
+
+    def _send_close(self, cmds: Commands, code: int, reason: str) -> None:
+        cmds.append(Send(self._ws.send(CloseConnection(code=code, reason=reason))))
+        self._out_closed = True
+        self._after_close_sent(cmds)
+
+    def _fail(self, cmds: Commands, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 section 7.1.7) with close ``code``.
+
+        Better than Gun (gun-reference section 7): the user gets
+        ``("gun_ws", conn, ref, ("close", code, reason))`` naming the close frame we
+        sent, so it learns why the connection ends.  If we had already sent a close
+        there is nothing more to send; we just keep waiting for the peer's.
+        """
+        self._failed = True
+        self._parts = []
+        if self._out_closed:
+            return
+        self._send_close(cmds, code, reason)
+        cmds.append(
+            Deliver(self.reply_to, ("gun_ws", self._conn, self.ref, ("close", code, reason)))
+        )
+
+    def _dispatch(self, cmds: Commands, frame: Any) -> None:
+        """Give ``frame`` to the subprotocol handler and charge the flow budget."""
+        if self._default:
+            # WsDefaultProtocol, inlined (silenced pings never get here).
+            cmds.append(Deliver(self.reply_to, ("gun_ws", self._conn, self.ref, frame)))
+            dec = 1
+        else:
+            try:
+                result = self._handler.handle(frame, self._hstate)
+                ok, dec, self._hstate = result
+                if ok != "ok" or not isinstance(dec, int):
+                    raise TypeError(f"handle/2 returned {result!r}, not ('ok', flow_dec, state)")
+            except Exception as exc:
+                # Gun's connection process would crash; gunpy fails the Websocket
+                # with 1011 (unexpected condition, RFC 6455 section 7.4.1) and says why.
+                self._fail(cmds, 1011, f"Subprotocol handler error: {exc!r}"[:123])
+                return
+        if self._flow is not None and dec:
+            self._flow -= dec
+            if self._flow <= 0:
+                self._paused = True
+                if self._reading:
+                    self._reading = False
+                    cmds.append(SetActive(False))
+
+    def _process(self, cmds: Commands) -> None:
+        """Walk wsproto's events in one pass (stops when paused, failed-drained or ended)."""
+        ws = self._ws
+        for ev in ws.events():
+            t = type(ev)
+            if t is TextMessage or t is BytesMessage:
+                if self._failed:
+                    continue  # failed connection: only the peer's close matters
+                assert isinstance(ev, Message)
+                data = ev.data
+                if self._max_size is not None:
+                    n = len(data)
+                    # Text: 4 bytes per character at most; count exactly only
+                    # when that bound could cross the limit (isascii() is O(1)).
+                    if (
+                        t is TextMessage
+                        and self._size + 4 * n > self._max_size
+                        and not data.isascii()
+                    ):
+                        n = len(data.encode("utf-8"))
+                    self._size += n
+                    if self._size > self._max_size:
+                        self._fail(cmds, 1009, "Message too big.")
+                        continue
+                if ev.message_finished:
+                    kind = "text" if t is TextMessage else "binary"
+                    if self._parts:
+                        self._parts.append(data)
+                        data = ("" if t is TextMessage else b"").join(self._parts)
+                        self._parts = []
+                    self._size = 0
+                    self._dispatch(cmds, (kind, data))
+                else:
+                    self._parts.append(data)
+            elif t is Ping:
+                assert isinstance(ev, Ping)
+                if self._failed:
+                    continue
+                payload = bytes(ev.payload)
+                if not self._silent:
+                    self._dispatch(cmds, ("ping", payload) if payload else "ping")
+                # RFC 6455 section 5.5.2: answer with the same payload; not after
+                # our close (section 5.5.1; wsproto refuses it).
+                if ws.state is _OPEN:
+                    cmds.append(Send(ws.send(Pong(payload))))
+            elif t is Pong:
+                assert isinstance(ev, Pong)
+                if self._failed:
+                    continue
+                if not self._silent:
+                    payload = bytes(ev.payload)
+                    self._dispatch(cmds, ("pong", payload) if payload else "pong")
+            elif t is CloseConnection:
+                assert isinstance(ev, CloseConnection)
+                self._on_close(cmds, ev)
+                return
+            if self._paused or self._ended:
+                return
+
+    def _on_close(self, cmds: Commands, ev: CloseConnection) -> None:
+        code = int(ev.code)
+        reason = ev.reason or ""
+        state = self._ws.state
+        if state is _OPEN or state is _LOCAL_CLOSING:
+            # wsproto reports a parse failure (ParseFailed) as a CloseConnection
+            # without a state change: it is *our* close to send, not the peer's.
+            # Its parser is dead from here on; look for the peer's close ourselves.
+            self._draining = True
+            self._fail(cmds, code, reason)
+            return
+        if not self._failed:
+            # A genuine close from the server (RFC 6455 section 5.5.1): deliver it
+            # through the handler (Gun's dispatch/7), answer 1000 with no reason as
+            # Gun does unless we had already sent ours, and end now.
+            self._dispatch(cmds, "close" if code == _NO_STATUS else ("close", code, reason))
+            # Re-read: a failing subprotocol handler may have sent a close already.
+            if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                cmds.append(Send(self._ws.send(CloseConnection(code=1000, reason=""))))
+        # else: the peer's reply to our error close; the user already knows.
+        self._finish(cmds, "normal")
+
+    def _drain(self, data: bytes) -> bool:
+        """After a parse failure: skip whole frames until the peer's close.
+
+        Returns True when a close frame header is seen, or when the bytes cannot be
+        framed at all (RFC 6455 section 7.1.7 lets us close without waiting).  The
+        bytes of the read that held the bad frame stay inside wsproto, so a close
+        that came in that same read is not seen: EOF or the timer end those cases.
+        """
+        buf = self._drain_buf
+        buf += data
+        pos = 0
+        end = len(buf)
+        while True:
+            if self._drain_skip:
+                n = min(self._drain_skip, end - pos)
+                pos += n
+                self._drain_skip -= n
+                if self._drain_skip:
+                    break
+            if end - pos < 2:
+                break
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            opcode = b0 & 0x0F
+            if opcode == 0x8:
+                return True
+            if opcode not in (0x0, 0x1, 0x2, 0x9, 0xA):
+                return True
+            length = b1 & 0x7F
+            hdr = 2
+            if length == 126:
+                hdr = 4
+            elif length == 127:
+                hdr = 10
+            if b1 & 0x80:
+                hdr += 4
+            if end - pos < hdr:
+                break
+            if length == 126:
+                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+            elif length == 127:
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+            pos += hdr
+            self._drain_skip = length
+        del buf[:pos]
+        return False
