@@ -168,7 +168,8 @@ _CONN_TAGS = frozenset({"gun_up", "gun_down", "gun_notify", "$reply"})
 
 def message_key(msg: Any) -> Hashable | None:
     """The index key of a message, or None when it is not indexed."""
-    if type(msg) is tuple and len(msg) >= 2:
+    t = type(msg)
+    if (t is tuple or (t is not Envelope and isinstance(msg, tuple))) and len(msg) >= 2:
         tag = msg[0]
         if tag in _STREAM_TAGS:
             if tag == "gun_error" and len(msg) == 3:
@@ -623,6 +624,10 @@ class FunPid(Pid):
         return hash((self.fun, self.args))
 
 
+_actor_pids: dict[str, ActorRefPid] = {}
+_actor_pids_lock = threading.Lock()
+
+
 def as_pid(x: Any) -> Pid:
     """Turn a ``reply_to``/owner value into a Pid (Pid, OwnerActor or its ref, pykka ref,
     callable, or ``(callable, args)``)."""
@@ -631,10 +636,19 @@ def as_pid(x: Any) -> Pid:
     if isinstance(x, OwnerActor):
         return x.pid
     if isinstance(x, pykka.ActorRef):
-        actor = getattr(x, "_actor", None)
+        wref = getattr(x, "_actor_weakref", None)  # pykka 4 internal; see test_pykka_hooks
+        actor = wref() if wref is not None else None
         if isinstance(actor, OwnerActor):
             return actor.pid
-        return ActorRefPid(x)
+        # One Pid per actor, so the pid in a DOWN equals the one the caller holds.
+        with _actor_pids_lock:
+            pid = _actor_pids.get(x.actor_urn)
+            if pid is None or not pid.is_alive():
+                pid = _actor_pids[x.actor_urn] = ActorRefPid(x)
+                if len(_actor_pids) > 1024:
+                    for urn in [u for u, p in _actor_pids.items() if not p.is_alive()]:
+                        del _actor_pids[urn]
+            return pid
     if callable(x):
         return FunPid(x)
     if (
@@ -726,7 +740,7 @@ def monitor(pid: Any) -> Ref:
         # (await_up right after open) still reports ("shutdown", econnrefused).
         reason = target._reason if target._reason is not None else "noproc"
         me.send(("DOWN", mref, "process", target, reason))
-    elif type(target) is not Pid:
+    elif type(target)._poll_dead is not Pid._poll_dead:
         # Deaths that nothing reports (the main thread, a plain pykka actor) are
         # polled by the watchdog, only while someone monitors them.
         _watchdog_add(target)
