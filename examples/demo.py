@@ -2,8 +2,8 @@
 
 Starts a real Websocket echo server (the `websockets` package's) on loopback in a
 child process, then: open, await_up, ws_upgrade with the receive/after block
-(upgrade / response / error / timeout), ws_send of a text frame, then of a text
-frame, a binary frame and a close, printing each gun_ws message as it arrives.
+(upgrade / response / error / timeout), ws_send of a text frame, then of a list
+of frames, then a close, printing each gun_ws message as it arrives.
 """
 
 from __future__ import annotations
@@ -70,16 +70,18 @@ def run(port: int) -> None:
     gunpy.ws_send(conn, ref, ("text", "Hello!"))
     print("received  ->", gunpy.receive(("gun_ws", conn, ref, gunpy.ANY), after=1000))
 
-    # gun:ws_send(ConnPid, StreamRef, [{text, "Hello!"}, {binary, BinaryValue}, close]).
-    gunpy.ws_send(conn, ref, [("text", "Hello!"), ("binary", b"\x00\x01\x02"), "close"])
-    while True:
+    # gun:ws_send(ConnPid, StreamRef, [{text, "Hello!"}, {binary, BinaryValue}]).
+    gunpy.ws_send(conn, ref, [("text", "Hello!"), ("binary", b"\x00\x01\x02")])
+    for _ in range(2):
         # receive {gun_ws, ConnPid, StreamRef, Frame} -> handle_frame(...) end.
-        msg = gunpy.receive(("gun_ws", conn, ref, gunpy.ANY), ("gun_down", conn, gunpy.ANY, gunpy.ANY, gunpy.ANY), after=2000)
-        print("received  ->", msg)
-        if msg is gunpy.TIMEOUT or msg[0] == "gun_down":
-            break
-        if msg[3] == "close" or msg[3][0] == "close":
-            continue
+        print("received  ->", gunpy.receive(("gun_ws", conn, ref, gunpy.ANY), after=1000))
+
+    # gun:ws_send(ConnPid, StreamRef, close): Gun waits for the server's close frame,
+    # delivers it, closes the socket and reports gun_down(..., ws, normal, [StreamRef]).
+    gunpy.ws_send(conn, ref, "close")
+    print("received  ->", gunpy.receive(("gun_ws", conn, ref, gunpy.ANY), after=1000))
+    down = ("gun_down", conn, gunpy.ANY, gunpy.ANY, gunpy.ANY)
+    print("received  ->", gunpy.receive(down, after=1000))
     gunpy.close(conn)
 
 

@@ -293,6 +293,10 @@ class Connection(pykka.ThreadingActor):
         self.up_at = 0.0
         self.progressed = False
         self.owner_mref: Any = None
+        # ws_opts "reupgrade" (gunpy addition): upgrades sent with it, by ref, and
+        # the one that became this connection's Websocket.
+        self.reupgrade_pending: dict[Any, tuple[Any, ...]] = {}
+        self.reupgrade_op: tuple[Any, ...] | None = None
         self.send_timeout: float | None = _options_seconds(opts["tcp_opts"]["send_timeout"])
         self.ctx = HandlerContext(
             conn=pid,
@@ -635,6 +639,8 @@ class Connection(pykka.ThreadingActor):
             _, ref, reply_to, path, headers, ws_opts = op
             if ws_opts is None:
                 ws_opts = self.opts.get("ws_opts") or {}
+            if ws_opts.get("reupgrade"):
+                self.reupgrade_pending[ref] = op
             cmds = h.ws_upgrade(ref, reply_to, path, headers, ws_opts)
         else:  # pragma: no cover
             return
@@ -712,6 +718,8 @@ class Connection(pykka.ThreadingActor):
             opts = _options.protocol_opts(self.opts, c.protocol)
         self.handler = cls(self.ctx, opts, **args)
         self.protocol = c.protocol
+        if c.protocol == "ws":
+            self.reupgrade_op = self.reupgrade_pending.pop(args.get("ref"), None)
         self.progressed = True
         self._arm_keepalive()
         self._run(self.handler.init())
@@ -829,6 +837,12 @@ class Connection(pykka.ThreadingActor):
             cmds, killed = [], []
         self._run_deliveries(cmds)
         protocol = h.name
+        self.reupgrade_pending.clear()
+        reupgrade, self.reupgrade_op = self.reupgrade_op, None
+        if reupgrade is not None and not getattr(h, "user_closed", False):
+            # Sent again first thing after the next gun_up, under the same ref, so
+            # its reply_to gets a new gun_upgrade (Gun issues #42, #231).
+            self.queue.insert(0, reupgrade)
         self.state = "not_connected"
         self.protocol = None
         if self.shutdown_reason is not None:

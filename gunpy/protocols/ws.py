@@ -224,6 +224,9 @@ _CHECKS: dict[str, Any] = {
     # Used by the caller (header checks) and the tunnel layer; accepted here.
     "invalid_request_headers": lambda v: v in ("raise", "ignore"),
     "tunnel": lambda v: True,
+    # gunpy addition (Gun issues #42, #231): after the connection is lost and comes
+    # back, the connection actor sends this upgrade again, under the same ref.
+    "reupgrade": lambda v: isinstance(v, bool),
 }
 
 
@@ -530,6 +533,9 @@ class WsHandler(BaseHandler):
         # for the peer's close; _draining = wsproto's parser stopped at the bad
         # frame, so the peer's close is looked for by _drain; _ended = Close given.
         self._out_closed = False
+        #: True once the *user* sent a close frame: a deliberate end, so the
+        #: ``reupgrade`` option does not bring this Websocket back.
+        self.user_closed = False
         self._failed = False
         self._draining = False
         self._drain_buf = bytearray()
@@ -649,6 +655,7 @@ class WsHandler(BaseHandler):
                 break
             if type(event) is CloseConnection:
                 self._out_closed = True
+                self.user_closed = True
                 if out:
                     cmds.append(Send(b"".join(out)))
                     out = []
