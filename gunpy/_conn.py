@@ -289,6 +289,7 @@ class Connection(pykka.ThreadingActor):
         self.addrs: list[tuple[Any, ...]] = []
         self.last_reason: Any = None
         self.shutdown_reason: Any = None  # set once the connection must not come back
+        self.closing_reason: str | None = None  # why we close: "shutdown" / "owner_down"
         self.exit_reason: Any = "normal"
         self.up_at = 0.0
         self.progressed = False
@@ -803,7 +804,8 @@ class Connection(pykka.ThreadingActor):
                 self._arm_keepalive()
         elif name == "closing":
             if self.state == "closing":
-                self._disconnect("normal")
+                # Gun's closing state_timeout: the reason says why we were closing.
+                self._disconnect(self.closing_reason or "normal")
         elif name.startswith("h:") and self.handler is not None:
             self._run(self.handler.timeout(name[2:]))
 
@@ -863,7 +865,7 @@ class Connection(pykka.ThreadingActor):
                 c.to.send(c.msg)
 
     # -- graceful close, owner, exit ----------------------------------------------------
-    def _shutdown(self, reason: Any) -> None:
+    def _shutdown(self, reason: Any, why: str = "shutdown") -> None:
         """Gun's graceful close (``shutdown`` and owner death), bounded by closing_timeout."""
         if self.shutdown_reason is not None and self.state == "closing":
             return
@@ -871,7 +873,8 @@ class Connection(pykka.ThreadingActor):
         if self.handler is None or self.state not in ("connected", "closing"):
             self._exit(reason)
             return
-        self._run(self.handler.closing(reason if reason == "shutdown" else "owner_down"))
+        self.closing_reason = why
+        self._run(self.handler.closing(why))
         if self.handler is not None and self.state == "connected":
             # The handler had nothing to finish but did not close: close now.
             self._disconnect("normal")
@@ -888,7 +891,7 @@ class Connection(pykka.ThreadingActor):
             exit_reason = reason
         else:
             exit_reason = ("shutdown", ("owner_down", reason))
-        self._shutdown(exit_reason)
+        self._shutdown(exit_reason, "owner_down")
 
     def _set_owner(self, caller: Pid, new_owner: Pid) -> None:
         if caller is not self.owner or self.shutdown_reason is not None:

@@ -352,7 +352,10 @@ class HttpHandler(BaseHandler):
             # RFC 9110 7.8: an HTTP/1.0 request's Upgrade is ignored by servers.
             st.kind = _UPGRADE
             st.upgrade = frozenset(_tokens(upgrade))
-        head = self._serialize(method, path, first + user if first else user)
+        # Gun transforms the host and user header names, then puts its own framing
+        # header in front untransformed (gun_http:request/12).
+        framing = first[:1] if first and first[0][0] != "host" else []
+        head = self._serialize(method, path, first[len(framing):] + user, framing)
         return self._enqueue(st, head + body if body else head)
 
     def ws_upgrade(
@@ -393,11 +396,16 @@ class HttpHandler(BaseHandler):
             return True
         return "keep-alive" not in tokens and "upgrade" not in tokens
 
-    def _serialize(self, method: str, path: str, headers: Headers) -> bytes:
+    def _serialize(
+        self, method: str, path: str, headers: Headers, framing: Headers | None = None
+    ) -> bytes:
         tf = self._transform
         if tf is not None:
-            # Outgoing names only (Gun 4.9); applied to the framing and host headers too.
+            # Outgoing names only (Gun 4.9), host included; not the framing header
+            # we add, which Gun puts in front after transforming.
             headers = [(tf(n), v) for n, v in headers]
+        if framing:
+            headers = framing + headers
         lines = [
             f"{method} {path} {self._version}\r\n",
             *[f"{n}: {v}\r\n" for n, v in headers],
