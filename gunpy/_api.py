@@ -79,6 +79,8 @@ def await_up(
 ) -> tuple[str, Any]:
     """Wait for ``gun_up``: ``("ok", protocol)``, ``("error", ("down", reason))`` or
     ``("error", "timeout")``.  Gun's ``gun:await_up/1,2,3``."""
+    if isinstance(timeout, Ref) and mref is None:  # gun:await_up/2 with a monitor ref
+        timeout, mref = 5000, timeout
     own = mref is None
     if own:
         mref = monitor(conn)
@@ -161,6 +163,9 @@ def _check_req_opts(req_opts: Any) -> dict[str, Any]:
             raise OptionsError(("options", (k, v)), f"unknown request option {k!r}")
         if k == "flow" and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
             raise OptionsError(("options", (k, v)), f"flow must be a positive integer, not {v!r}")
+        if k == "tunnel":
+            # Proxies and tunnels are not implemented yet: refuse rather than ignore.
+            raise OptionsError(("options", (k, v)), "the tunnel option is not supported yet")
         if k == "invalid_request_headers" and v not in ("raise", "ignore"):
             raise OptionsError(("options", (k, v)), f"invalid_request_headers: {v!r}")
     return req_opts

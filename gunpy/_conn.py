@@ -613,14 +613,14 @@ class Connection(pykka.ThreadingActor):
                 return
             self._dispatch(op)
             return
-        if tag in ("$request", "$ws_upgrade", "$data", "$ws_send"):
-            self.queue.append(op)
-        # cancel/update_flow for a stream that does not exist yet: nothing to do.
-        elif tag == "$cancel" or tag == "$update_flow":
+        if tag == "$cancel":
             for i, q in enumerate(self.queue):
-                if q[0] in ("$request", "$ws_upgrade") and q[1] == op[1] and tag == "$cancel":
-                    del self.queue[i]
-                    break
+                if q[0] in ("$request", "$ws_upgrade") and q[1] is op[1]:
+                    del self.queue[i]  # never sent: nothing to cancel on the wire
+                    return
+        # Gun postpones every cast while not connected; they run in order once up
+        # (an update_flow for a queued request must not be lost).
+        self.queue.append(op)
 
     def _dispatch(self, op: tuple[Any, ...]) -> None:
         h = self.handler

@@ -270,13 +270,16 @@ class Mailbox:
     message in an ``Envelope``.
     """
 
-    __slots__ = ("_cond", "_index", "_msgs", "_seq", "__weakref__")
+    __slots__ = ("_cond", "_hidden", "_index", "_msgs", "_seq", "__weakref__")
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._msgs: dict[int, Any] = {}
         self._index: dict[Hashable, deque[int]] = {}
         self._seq = 0
+        # Messages a ``select`` body is looking at: invisible to every other
+        # receive until the body passes them over (then they are back in place).
+        self._hidden: set[int] = set()
 
     # -- any thread ---------------------------------------------------------
     def put(self, msg: Any, block: bool = True, timeout: float | None = None) -> None:
@@ -319,7 +322,7 @@ class Mailbox:
         return len(self._msgs)
 
     def empty(self) -> bool:
-        return not self._msgs
+        return len(self._msgs) <= len(self._hidden)
 
     def messages(self) -> list[Any]:
         """A snapshot of the queued messages, oldest first (for debugging and tests)."""
@@ -359,6 +362,7 @@ class Mailbox:
                     keys = None
                     break
                 keys.append(k)
+        hidden = self._hidden
         if keys is not None:
             # Every pattern names a key: only those messages can match (O(matching)).
             index = self._index
@@ -370,13 +374,13 @@ class Mailbox:
                 for seq in dq:
                     if best is not None and seq >= best:
                         break
-                    if seq > after_seq and match(p, msgs[seq]):
+                    if seq > after_seq and seq not in hidden and match(p, msgs[seq]):
                         best = seq
                         break
             return best
         m = _matcher(patterns)
         for seq, msg in msgs.items():
-            if seq > after_seq and type(msg) is not Envelope and m(msg):
+            if seq > after_seq and type(msg) is not Envelope and seq not in hidden and m(msg):
                 return seq
         return None
 
@@ -400,13 +404,21 @@ class Mailbox:
         """Take the oldest message whose key is one of ``keys`` (every such message matches)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         index = self._index
+        hidden = self._hidden
         with self._cond:
             while True:
                 best: int | None = None
                 for k in keys:
                     dq = index.get(k)
-                    if dq and (best is None or dq[0] < best):
-                        best = dq[0]
+                    if not dq:
+                        continue
+                    head = dq[0]
+                    if hidden and head in hidden:
+                        head = next((q for q in dq if q not in hidden), -1)
+                        if head < 0:
+                            continue
+                    if best is None or head < best:
+                        best = head
                 if best is not None:
                     return self._take(best)
                 if deadline is None:
@@ -437,6 +449,8 @@ class Mailbox:
                 if not dq:
                     continue
                 for seq in list(dq):
+                    if seq in self._hidden:
+                        continue
                     if pred is None or pred(self._msgs[seq]):
                         self._take(seq)
                         n += 1
@@ -446,8 +460,9 @@ class Mailbox:
         """The first message with seq > after_seq, waiting until ``deadline``; not removed."""
         with self._cond:
             while True:
+                hidden = self._hidden
                 for seq, msg in self._msgs.items():
-                    if seq > after_seq and type(msg) is not Envelope:
+                    if seq > after_seq and type(msg) is not Envelope and seq not in hidden:
                         return seq, msg
                 if deadline is None:
                     self._cond.wait()
@@ -459,20 +474,30 @@ class Mailbox:
 
     def _remove(self, seq: int) -> None:
         with self._cond:
+            self._hidden.discard(seq)
             if seq in self._msgs:
                 self._take(seq)
+
+    def _hide(self, seq: int) -> None:
+        with self._cond:
+            self._hidden.add(seq)
+
+    def _unhide(self, seq: int) -> None:
+        with self._cond:
+            self._hidden.discard(seq)
 
     # -- pykka inbox protocol ------------------------------------------------------
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """The oldest message, as pykka wants it (an ``Envelope``)."""
         with self._cond:
-            while not self._msgs:
+            while len(self._msgs) <= len(self._hidden):
                 if not block:
                     raise queue.Empty
                 self._cond.wait(timeout)
-                if timeout is not None and not self._msgs:
+                if timeout is not None and len(self._msgs) <= len(self._hidden):
                     raise queue.Empty
-            seq = next(iter(self._msgs))
+            hidden = self._hidden
+            seq = next(q for q in self._msgs if q not in hidden)
             msg = self._take(seq)
         if type(msg) is Envelope:
             return msg
@@ -780,7 +805,9 @@ def select(after: int | float | str | None = None) -> Iterator[Any]:
 
     Messages are offered oldest first.  One that the loop body passes over (no
     ``break``) stays in the mailbox in its place; the message the body leaves the
-    loop on (``break``, ``return`` or an exception) is consumed.  The ``else`` block
+    loop on (``break``, ``return`` or an exception) is consumed; while the body runs,
+    that message is invisible to any other receive, so the body may call ``receive``
+    (or recurse into another ``select``) freely.  The ``else`` block
     runs when ``after`` ms pass with no clause taken.  Use it directly in the ``for``
     statement: consumption happens when the loop drops the generator.
     """
@@ -793,6 +820,10 @@ def select(after: int | float | str | None = None) -> Iterator[Any]:
         if found is None:
             return
         seq, msg = found
+        # While the body runs, the message is out of sight of every other receive
+        # (a receive or select inside the body must not see it again), yet keeps
+        # its place in case the body passes it over.
+        box._hide(seq)
         consumed = True
         try:
             yield msg
@@ -800,6 +831,8 @@ def select(after: int | float | str | None = None) -> Iterator[Any]:
         finally:
             if consumed:
                 box._remove(seq)
+            else:
+                box._unhide(seq)
         pos = seq
 
 

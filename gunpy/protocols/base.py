@@ -134,6 +134,15 @@ class ProtocolHandler(Protocol):
 BADSTATE_WS_ONLY = "This connection only accepts Websocket frames."
 BADSTATE_NOT_FOUND = "The stream cannot be found."
 BADSTATE_ALREADY_CLOSED = "The stream has already been closed."
+BADSTATE_WS_NOT_UPGRADED = (
+    "This connection does not currently accept Websocket frames. "
+    "The Websocket upgrade was not performed. "
+    "This may happen as a result of automatic reconnect."
+)
+BADSTATE_DATA_ONLY = (
+    "This connection does not accept new requests to be opened "
+    "nor does it accept Websocket frames."
+)
 
 
 class BaseHandler:
@@ -193,14 +202,9 @@ class BaseHandler:
         )
 
     def ws_send(self, ref: Any, reply_to: ReplyTo, frames: list[Any]) -> Commands:
-        return self.conn_error(
-            reply_to,
-            (
-                "badstate",
-                "Connection needs to be upgraded to Websocket "
-                "before the gun:ws_send/3 function can be used.",
-            ),
-        )
+        # gun_http:ws_send's text (Gun 2.4): also what ws_send gets after an
+        # automatic reconnect turned a Websocket connection back into HTTP.
+        return self.conn_error(reply_to, ("badstate", BADSTATE_WS_NOT_UPGRADED))
 
     def keepalive(self) -> Commands:
         return []

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .._commands import Commands, Deliver, ReplyTo, Send, SetActive
-from .base import BaseHandler, HandlerContext
+from .base import BADSTATE_DATA_ONLY, BaseHandler, HandlerContext, Headers
 
 
 def check_options(opts: dict[str, Any]) -> tuple[str, Any] | None:
@@ -47,6 +47,27 @@ class RawHandler(BaseHandler):
             if self.flow <= 0:
                 cmds.append(SetActive(False))
         return cmds
+
+    # Gun's connected_data_only state refuses requests, upgrades and frames.
+    def request(
+        self,
+        ref: Any,
+        reply_to: ReplyTo,
+        method: str,
+        path: str,
+        headers: Headers,
+        body: bytes | None,
+        req_opts: dict[str, Any],
+    ) -> Commands:
+        return self.conn_error(reply_to, ("badstate", BADSTATE_DATA_ONLY))
+
+    def ws_upgrade(
+        self, ref: Any, reply_to: ReplyTo, path: str, headers: Headers, ws_opts: dict[str, Any]
+    ) -> Commands:
+        return self.conn_error(reply_to, ("badstate", BADSTATE_DATA_ONLY))
+
+    def ws_send(self, ref: Any, reply_to: ReplyTo, frames: list[Any]) -> Commands:
+        return self.conn_error(reply_to, ("badstate", BADSTATE_DATA_ONLY))
 
     def data(self, ref: Any, reply_to: ReplyTo, fin: str, data: bytes) -> Commands:
         # Gun's gun_raw:data ignores the ref and the fin flag: it just writes.

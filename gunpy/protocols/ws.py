@@ -223,7 +223,8 @@ _CHECKS: dict[str, Any] = {
     "max_message_size": lambda v: v == "infinity" or _pos_int(v),
     # Used by the caller (header checks) and the tunnel layer; accepted here.
     "invalid_request_headers": lambda v: v in ("raise", "ignore"),
-    "tunnel": lambda v: True,
+    # Proxies and tunnels are not implemented yet: refused by name, not ignored.
+    "tunnel": lambda v: False,
     # gunpy addition (Gun issues #42, #231): after the connection is lost and comes
     # back, the connection actor sends this upgrade again, under the same ref.
     "reupgrade": lambda v: isinstance(v, bool),

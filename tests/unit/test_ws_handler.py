@@ -398,7 +398,6 @@ def test_check_options_good() -> None:
                 "user_opts": {"anything": 1},
                 "max_message_size": 1024,
                 "invalid_request_headers": "ignore",
-                "tunnel": REF,
             }
         )
         is None
