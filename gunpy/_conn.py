@@ -491,6 +491,12 @@ class Connection(pykka.ThreadingActor):
         except ssl.SSLWantWriteError:
             self._inbox.watch(sock.fileno(), _POLLOUT)
             return
+        except ssl.SSLCertVerificationError as e:
+            # A bad certificate will not fix itself in retry_timeout: retrying
+            # would only hammer the server (Gun issue #192).  Stop now.
+            self.retries = 0
+            self._attempt_failed(tls_reason(e))
+            return
         except (ssl.SSLError, OSError) as e:
             self._attempt_failed(tls_reason(e))
             return

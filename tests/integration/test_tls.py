@@ -121,3 +121,17 @@ def test_server_closing_during_handshake_with_retry() -> None:
         msg = gunpy.receive(("DOWN", mref, ANY, ANY, ANY), after=5000)
         assert msg is not TIMEOUT
         assert msg[4][0] == "shutdown"
+
+
+def test_bad_certificate_is_not_retried(ca: trustme.CA) -> None:
+    """Gun #192: a certificate that fails verification is not retried (it will not
+    fix itself); the process exits at once with the reason, whatever ``retry`` says."""
+    with Origin(tls=server_context(ca, "127.0.0.1")) as origin:
+        ok, conn = gunpy.open(
+            "127.0.0.1", origin.port, {**RAW, "retry": 5, "retry_timeout": 10}
+        )
+        result = gunpy.await_up(conn)
+        assert result[1][1][1][1][0] == "unknown_ca"
+        origin.accept_error()  # the one handshake that failed
+        assert origin.accepted.empty()
+        assert origin.count == 1
