@@ -59,6 +59,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -79,6 +80,7 @@ from wsproto.utilities import ProtocolError
 from .._commands import (
     CancelTimer,
     Close,
+    Closing,
     Commands,
     Deliver,
     ReplyTo,
@@ -405,13 +407,39 @@ def _check_extensions(offer: WsOffer, value: str) -> list[Extension] | str:
         # than the sender's is always safe, so 8 -> 9 is harmless for the server side.
         canonical.append(f"client_max_window_bits={max(client_bits, 9)}")
         canonical.append(f"server_max_window_bits={max(server_bits, 9)}")
-        ext = PerMessageDeflate()
+        ext = _BoundedDeflate()
         try:
             ext.finalize("; ".join(canonical))
         except ValueError as exc:  # pragma: no cover - values are pre-validated
             return f"Invalid permessage-deflate parameters: {exc}."
         extensions.append(ext)
     return extensions
+
+
+class _BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate that never inflates more than ``limit`` bytes per message:
+    a deflate bomb fails with 1009 (RFC 6455 7.4.1) before it is inflated."""
+
+    limit: int | None = None
+    _inflated = 0
+
+    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
+        if self.limit is None or not self._inbound_compressed or not self._inbound_is_compressible:
+            return super().frame_inbound_payload_data(proto, data)
+        assert self._decompressor is not None
+        try:
+            out = self._decompressor.decompress(bytes(data), self.limit - self._inflated + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        if self._inflated > self.limit or self._decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
+        if fin:
+            self._inflated = 0
+        return super().frame_inbound_complete(proto, fin)
 
 
 # ---------------------------------------------------------------------------
@@ -447,6 +475,14 @@ def _text(data: Any) -> str:
         raise _BadFrame("text frame payload is not valid UTF-8") from None
 
 
+def _close_reason(data: Any) -> str:
+    reason = _text(data)
+    if len(reason.encode("utf-8")) > 123:
+        # RFC 6455 5.5: a control payload is at most 125 bytes (wsproto would cut it).
+        raise _BadFrame("close reason over 123 bytes (RFC 6455 section 5.5)")
+    return reason
+
+
 def _frame_event(frame: Any) -> Event:
     """Gun's frame term -> the wsproto event that sends it.
 
@@ -472,12 +508,15 @@ def _frame_event(frame: Any) -> Event:
             if kind == "pong":
                 return Pong(_iodata(frame[1]))
             if kind == "close":
-                return CloseConnection(code=1000, reason=_text(frame[1]))
+                return CloseConnection(code=1000, reason=_close_reason(frame[1]))
         elif len(frame) == 3 and kind == "close":
             code = frame[1]
             if not (isinstance(code, int) and not isinstance(code, bool) and 1000 <= code <= 4999):
                 raise _BadFrame(f"close code must be an integer in 1000..4999, not {code!r}")
-            return CloseConnection(code=code, reason=_text(frame[2]))
+            if code in (1005, 1006, 1015):
+                # RFC 6455 7.4.1: never sent on the wire (wsproto would send 1000).
+                raise _BadFrame(f"close code {code} must not be sent (RFC 6455 section 7.4.1)")
+            return CloseConnection(code=code, reason=_close_reason(frame[2]))
     raise _BadFrame(f"not a Websocket frame: {frame!r}")
 
 
@@ -516,6 +555,10 @@ class WsHandler(BaseHandler):
         self._closing_timeout: int | None = None if timeout == "infinity" else timeout
         limit = opts.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
         self._max_size: int | None = None if limit == "infinity" else limit
+        # The inflater stops at the limit too: a deflate bomb is refused, not inflated.
+        for ext in extensions or []:
+            if isinstance(ext, _BoundedDeflate):
+                ext.limit = self._max_size
         keepalive = opts.get("keepalive", "infinity")
         self._keepalive: int | None = None if keepalive == "infinity" else keepalive
         # Gun 4.5: None = no flow control; else the remaining budget.
@@ -688,9 +731,14 @@ class WsHandler(BaseHandler):
         # shutdown / owner down: close 1001 "going away" (RFC 6455 section 7.4.1,
         # Gun's closing/4), then wait for the server's close like a user close.
         cmds = self._begin()
-        if not self._ended and not self._out_closed:
-            self._send_close(cmds, 1001, "")
-            self._lift_flow(cmds)
+        if not self._ended:
+            if not self._out_closed:
+                self._send_close(cmds, 1001, "")
+                self._lift_flow(cmds)
+            # Our close is out: wait for the server's (bounded by our "closing"
+            # timer).  Say so, or the actor takes "still connected" for "nothing to
+            # finish" and disconnects at once.
+            cmds.append(Closing("infinity"))
         return self._end(cmds)
 
     def close(self, reason: Any) -> Commands:
