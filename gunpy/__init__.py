@@ -23,6 +23,7 @@ from ._api import open as open  # noqa: A004
 from ._api import open_unix as open_unix
 from ._api import options as options
 from ._api import patch as patch
+from ._api import ping as ping
 from ._api import post as post
 from ._api import put as put
 from ._api import request as request
@@ -87,6 +88,7 @@ __all__ = [
     "open_unix",
     "options",
     "patch",
+    "ping",
     "post",
     "put",
     "receive",

@@ -282,6 +282,18 @@ def data(conn: Pid, ref: Ref, fin: str, data: Any) -> str:
     return "ok"
 
 
+def ping(conn: Pid, req_opts: dict[str, Any] | None = None) -> Ref:
+    """Send an HTTP/2 PING; the ack arrives as ``("gun_notify", conn, "ping_ack", ref)``.
+
+    On HTTP/1.1 this is a connection error, as in Gun (``gun:ping/1,2``): the
+    connection goes down with ``("error", ("ping_unsupported_by_protocol", ref))``.
+    """
+    opts = _check_req_opts(req_opts)
+    ref = make_ref()
+    conn.send(("$ping", ref, _reply_to(opts)))
+    return ref
+
+
 def cancel(conn: Pid, ref: Ref) -> str:
     """Cancel a stream: no more messages for it (``gun:cancel/2``)."""
     conn.send(("$cancel", ref, _self()))
@@ -347,8 +359,11 @@ def _await_msg(conn: Pid, ref: Any, timeout: int | str, mref: Ref | None) -> Any
     if own:
         mref = monitor(conn)
     try:
+        # As Gun's await: the stream's messages, connection-wide errors, any
+        # gun_notify of the connection (ping acks...), and the monitor's DOWN.
         return _mailbox().receive_keyed(
-            ((conn, ref), ("gun_error", conn), ("DOWN", mref)), _ms_to_seconds(timeout)
+            ((conn, ref), ("gun_error", conn), ("gun_notify", conn), ("DOWN", mref)),
+            _ms_to_seconds(timeout),
         )
     finally:
         if own:
@@ -378,6 +393,8 @@ def _to_await(msg: Any) -> tuple[Any, ...]:
         return ("sse", msg[3])
     if tag == "gun_tunnel_up":
         return ("up", msg[3])
+    if tag == "gun_notify":
+        return ("notify", msg[2], msg[3])
     if tag == "gun_error":
         if len(msg) == 4:
             return ("error", ("stream_error", msg[3]))

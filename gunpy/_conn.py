@@ -77,6 +77,11 @@ _POLLERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 _RECV_SIZE = 65536  # >= 128 KiB costs a fresh mmap per recv (ARCHITECTURE 8)
 
+# User operations (casts), queued while not connected.
+_OPS = frozenset(
+    {"$request", "$data", "$ws_send", "$update_flow", "$cancel", "$ws_upgrade", "$ping"}
+)
+
 # Messages whose delivery shows the connection made progress (reconnect-storm guard).
 _PROGRESS_TAGS = frozenset({"gun_response", "gun_upgrade", "gun_data", "gun_ws", "gun_inform"})
 
@@ -335,7 +340,7 @@ class Connection(pykka.ThreadingActor):
         tag = message[0]
         if tag == _SOCK:
             self._on_socket(message[1])
-        elif tag == "$request" or tag == "$data" or tag == "$ws_send" or tag == "$update_flow" or tag == "$cancel" or tag == "$ws_upgrade":
+        elif tag in _OPS:
             self._op(message)
         elif tag == _TIMER:
             self._on_timer(message[1])
@@ -506,9 +511,11 @@ class Connection(pykka.ThreadingActor):
 
     def _up(self, alpn: str | None) -> None:
         names = _options.protocol_names(self.opts)
-        if alpn == "http/1.1" and "http" in names:
-            proto = "http"
+        if self.transport == "tls" and ("http" in names or "http2" in names):
+            # Gun 3.1: over TLS, ALPN decides; no (or another) answer means HTTP/1.1.
+            proto = "http2" if alpn == "h2" and "http2" in names else "http"
         else:
+            # Over TCP there is no negotiation: exactly one protocol (prior knowledge).
             proto = names[0]
         cls = handler_class(proto)
         self.handler = cls(self.ctx, _options.protocol_opts(self.opts, proto))
@@ -642,6 +649,8 @@ class Connection(pykka.ThreadingActor):
             cmds = h.cancel(op[1], op[2])
         elif tag == "$update_flow":
             cmds = h.update_flow(op[1], op[2])
+        elif tag == "$ping":
+            cmds = h.ping(op[1], op[2])
         elif tag == "$ws_upgrade":
             _, ref, reply_to, path, headers, ws_opts = op
             if ws_opts is None:

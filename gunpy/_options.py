@@ -18,7 +18,7 @@ DEFAULT_RETRY_TIMEOUT = 5000
 DEFAULT_SEND_TIMEOUT = 15000
 
 # Protocols this version implements; Gun's others are refused by name.
-SUPPORTED_PROTOCOLS = ("http", "raw")
+SUPPORTED_PROTOCOLS = ("http", "http2", "raw")
 KNOWN_PROTOCOLS = ("http", "http2", "raw", "socks")
 
 Bad = tuple[Any, ...]
@@ -88,6 +88,10 @@ def _protocol_checker(name: str) -> Callable[[dict[str, Any]], Bad | None]:
         from .protocols import ws
 
         return ws.check_options
+    if name == "http2":
+        from .protocols import http2
+
+        return http2.check_options
     from .protocols import raw
 
     return raw.check_options
@@ -155,7 +159,7 @@ def check_options(opts: Any) -> tuple[str, Any] | None:
                 if bad is not None:
                     return ("options", ("tls_opts", bad))
                 ok = True
-        elif k in ("http_opts", "ws_opts", "raw_opts"):
+        elif k in ("http_opts", "http2_opts", "ws_opts", "raw_opts"):
             name = k[:-5]
             bad = check_protocol_opts(name, v)
             if bad is not None:
@@ -165,7 +169,7 @@ def check_options(opts: Any) -> tuple[str, Any] | None:
             ok = isinstance(v, bool)
         else:
             # Unknown keys, and Gun keys this version does not implement yet
-            # (http2_opts, socks_opts, cookie_store, event_handler): refused by name
+            # (socks_opts, cookie_store, event_handler): refused by name
             # rather than silently ignored.
             ok = False
         if not ok:
@@ -183,8 +187,8 @@ def with_defaults(opts: dict[str, Any], port: int) -> dict[str, Any]:
     if transport == "ssl":
         transport = "tls"
     o["transport"] = transport
-    # Gun's default over TLS is [http2, http]; HTTP/2 is not implemented yet.
-    o.setdefault("protocols", ["http"])
+    # Gun 3.1: [http2, http] over TLS (ALPN decides), [http] over TCP.
+    o.setdefault("protocols", ["http2", "http"] if transport == "tls" else ["http"])
     o.setdefault("retry", DEFAULT_RETRY)
     o.setdefault("retry_timeout", DEFAULT_RETRY_TIMEOUT)
     o.setdefault("connect_timeout", "infinity")
@@ -195,6 +199,7 @@ def with_defaults(opts: dict[str, Any], port: int) -> dict[str, Any]:
     o["tcp_opts"] = tcp
     o.setdefault("tls_opts", {})
     o.setdefault("http_opts", {})
+    o.setdefault("http2_opts", {})
     o.setdefault("ws_opts", {})
     o.setdefault("raw_opts", {})
     return o

@@ -11,6 +11,10 @@ def handler_class(name: str) -> Any:
         from .http import HttpHandler
 
         return HttpHandler
+    if name == "http2":
+        from .http2 import Http2Handler
+
+        return Http2Handler
     if name == "ws":
         from .ws import WsHandler
 

@@ -100,6 +100,10 @@ class ProtocolHandler(Protocol):
 
     def ws_send(self, ref: Any, reply_to: ReplyTo, frames: list[Any]) -> Commands: ...
 
+    def ping(self, ref: Any, reply_to: ReplyTo) -> Commands:
+        """A user ping (``gunpy.ping``): HTTP/2 acks it with ``gun_notify ping_ack``."""
+        ...
+
     def keepalive(self) -> Commands:
         """The periodic keepalive tick (only armed when the protocol's option is set)."""
         ...
@@ -205,6 +209,11 @@ class BaseHandler:
         # gun_http:ws_send's text (Gun 2.4): also what ws_send gets after an
         # automatic reconnect turned a Websocket connection back into HTTP.
         return self.conn_error(reply_to, ("badstate", BADSTATE_WS_NOT_UPGRADED))
+
+    def ping(self, ref: Any, reply_to: ReplyTo) -> Commands:
+        # Gun's ping_SUITE: a ping on HTTP/1.1 is a connection error, the connection
+        # goes down with {error, {ping_unsupported_by_protocol, PingRef}}.
+        return [Close(("error", ("ping_unsupported_by_protocol", ref)))]
 
     def keepalive(self) -> Commands:
         return []

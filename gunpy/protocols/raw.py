@@ -69,6 +69,9 @@ class RawHandler(BaseHandler):
     def ws_send(self, ref: Any, reply_to: ReplyTo, frames: list[Any]) -> Commands:
         return self.conn_error(reply_to, ("badstate", BADSTATE_DATA_ONLY))
 
+    def ping(self, ref: Any, reply_to: ReplyTo) -> Commands:
+        return []  # Gun never handles a ping in connected_data_only (postponed)
+
     def data(self, ref: Any, reply_to: ReplyTo, fin: str, data: bytes) -> Commands:
         # Gun's gun_raw:data ignores the ref and the fin flag: it just writes.
         return [Send(data)] if data else []

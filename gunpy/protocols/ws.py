@@ -710,6 +710,11 @@ class WsHandler(BaseHandler):
             self._lift_flow(cmds)
         return self._end(cmds)
 
+    def ping(self, ref: Any, reply_to: ReplyTo) -> Commands:
+        # Gun never handles gun:ping on a Websocket connection (the cast is
+        # postponed forever); send ("ping", data) frames with ws_send instead.
+        return []
+
     def keepalive(self) -> Commands:
         cmds = self._begin()
         if self._ws.state is _OPEN and not self._ended:
