@@ -856,7 +856,11 @@ class Connection(pykka.ThreadingActor):
         protocol = h.name
         self.reupgrade_pending.clear()
         reupgrade, self.reupgrade_op = self.reupgrade_op, None
-        if reupgrade is not None and not getattr(h, "user_closed", False):
+        if (
+            reupgrade is not None
+            and not getattr(h, "user_closed", False)
+            and self.opts["retry"] > 0
+        ):
             # Sent again first thing after the next gun_up, under the same ref, so
             # its reply_to gets a new gun_upgrade (Gun issues #42, #231).
             self.queue.insert(0, reupgrade)

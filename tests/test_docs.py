@@ -23,9 +23,17 @@ Before a page runs its namespace holds:
                 ``/hello``; ``/echo`` answers the request body (chunked request
                 bodies too); ``/stream`` three chunks 50 ms apart; ``/trailers``
                 a chunked body with an ``x-checksum`` trailer; ``/inform`` a 103
-                then a 200; anything else 404
+                then a 200; ``/head`` answers the request line and header lines
+                exactly as received; ``/upgrade`` answers a request carrying
+                ``connection: upgrade`` with a 101 switching to the protocol its
+                ``upgrade`` header names, then echoes raw bytes until the client
+                closes; anything else 404
 ``HTTPS_PORT``  the same server over TLS, certificate for 127.0.0.1/localhost
 ``CA_FILE``     the path of the CA that signed it (PEM)
+``H2_PORT``     hypercorn (tests/peers/asgi_echo.py) on cleartext: HTTP/2 by prior
+                knowledge (``protocols: ["http2"]``) or HTTP/1.1; ``/push`` pushes
+                ``/pushed.txt``; ``/echo`` (POST) echoes; any other GET answers
+                ``HTTP/2 <path>``; Websocket echo (RFC 8441) on any path
 ==============  ==================================================================
 
 A page whose examples fail only because the HTTP or Websocket protocol handler
@@ -235,10 +243,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("link", "</style.css>; rel=preload; as=style")
             self.end_headers()
             self._reply(200, b"Hello world!\n")
+        elif path == "/head":
+            # The request head as received: names in their case, in their order.
+            head = self.raw_requestline + b"".join(
+                f"{n}: {v}\r\n".encode("latin-1") for n, v in self.headers.items()
+            )
+            self._reply(200, head)
+        elif path == "/upgrade" and "upgrade" in self.headers.get("connection", "").lower():
+            self.send_response_only(101)
+            self.send_header("connection", "upgrade")
+            self.send_header("upgrade", self.headers.get("upgrade", ""))
+            self.end_headers()
+            self.close_connection = True
+            try:
+                while data := self.rfile.read1(65536):  # raw bytes from now on: echo them
+                    self.wfile.write(data)
+            except OSError:
+                pass
         else:
             self._reply(404, b"Not found\n")
 
-    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _any
+    def __getattr__(self, name: str) -> Any:
+        # Any method (TRACE, PROPFIND...) gets the same routes: do_<METHOD> is _any.
+        if name.startswith("do_"):
+            return self._any
+        raise AttributeError(name)
 
 
 class _HttpServer(http.server.ThreadingHTTPServer):
@@ -297,6 +326,14 @@ def doc_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     )
     assert echo.stdout is not None
     line = echo.stdout.readline().split()
+    h2 = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "peers" / "run_hypercorn.py"), "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert h2.stdout is not None
+    h2_line = h2.stdout.readline().split()
     raw = _RawEcho()
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -308,6 +345,7 @@ def doc_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     tls = _HttpServer(server_ctx)
     try:
         assert line[:1] == ["LISTENING"], f"echo server did not start: {line!r}"
+        assert h2_line[:1] == ["LISTENING"], f"hypercorn did not start: {h2_line!r}"
         yield {
             "HOST": HOST,
             "PORT": int(line[1]),
@@ -316,6 +354,7 @@ def doc_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             "HTTP_PORT": plain.port,
             "HTTPS_PORT": tls.port,
             "CA_FILE": str(ca_file),
+            "H2_PORT": int(h2_line[1]),
         }
     finally:
         plain.stop()
@@ -324,6 +363,9 @@ def doc_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         echo.terminate()
         echo.wait(10)
         echo.stdout.close()
+        h2.terminate()
+        h2.wait(10)
+        h2.stdout.close()
 
 
 # --------------------------------------------------------------------------- the test

@@ -1277,9 +1277,9 @@ def test_ws_send_close_frame_that_cannot_be_sent(
 ) -> None:
     """RFC 6455 7.4.1: 1005, 1006 and 1015 "MUST NOT be set as a status code in a Close
     control frame by an endpoint"; 5.5: a control frame's payload is at most 125 bytes
-    (code + 123 bytes of reason).  As for a 126-byte ping, the caller should get
-    {gun_error, _, Ref, {badarg, Text}} and the frame not be sent; gunpy instead sends
-    a close with another code (1000) or a cut reason than the one asked for."""
+    (code + 123 bytes of reason).  As for a 126-byte ping, the caller gets
+    {gun_error, _, Ref, {badarg, Text}} and the frame is not sent (wsproto would
+    otherwise send 1000 or cut the reason)."""
     conn, ref, peer, _ = upgraded(origin, conns)
     gunpy.ws_send(conn, ref, bad)
     gunpy.info(conn)  # the ws_send has been handled
