@@ -22,12 +22,17 @@ DOCS_STAMP  := $(VENV)/.stamp-docs
 LINT_PATHS := $(wildcard gunpy tests benchmarks examples)
 PYTEST_ARGS ?=
 
+# Autobahn|Testsuite (tests/autobahn/): its Python 2.7 venv and its reports.
+AUTOBAHN_DIR := .peers/autobahn
+AUTOBAHN     := tests/autobahn
+
 # Under CI (CI set and not 0/false) a missing peer fails its test instead of skipping.
 ifneq ($(filter-out 0 false False no,$(CI)),)
 export GUNPY_REQUIRE_PEERS := 1
 endif
 
-.PHONY: help venv peers lint typecheck test pytest demo bench conformance soak docs clean distclean
+.PHONY: help venv peers autobahn lint typecheck test pytest demo bench conformance \
+        conformance-quick soak docs clean distclean
 
 help:
 	@echo "make venv         $(VENV) with python3.11 and 'pip install -e .[test]' (again when setup.cfg changes)"
@@ -37,9 +42,12 @@ help:
 	@echo "make test         venv + peers, then lint, typecheck and pytest (all run; fails if any failed)"
 	@echo "make pytest       pytest alone (PYTEST_ARGS='-k ws' passes arguments)"
 	@echo "make demo         run examples/demo.py"
-	@echo "make bench        pip install -e .[bench] and run python -m benchmarks"
-	@echo "make conformance  Autobahn|Testsuite (not yet)"
-	@echo "make soak         long-running soak tests (not yet)"
+	@echo "make bench        pip install -e .[bench] and run python -m benchmarks (BENCH_ARGS='--quick', '--scale-full')"
+	@echo "make autobahn     install Autobahn|Testsuite (Python 2.7 venv in $(AUTOBAHN_DIR)) if missing"
+	@echo "make conformance  Autobahn|Testsuite, all 517 cases, strict, beside Gun 2.4.1 (15-20 min);"
+	@echo "                  writes docs/autobahn.md ('make conformance-quick': sections 1-10, ~20 s)"
+	@echo "make soak         the leak tests at 10,000 cycles, then 500 connections for 10 min against a"
+	@echo "                  fault-injecting server (SOAK_SECONDS=120, SOAK_CONNS=..., SOAK_FAULTS=...)"
 	@echo "make docs         pip install -e .[docs] and build docs/ with Sphinx (when docs/conf.py exists)"
 	@echo "make clean        remove caches and build output; 'make distclean' also removes $(VENV)"
 
@@ -61,6 +69,9 @@ $(STAMP): setup.cfg pyproject.toml
 
 peers:
 	@bash tests/peers/install_debian_peers.sh
+
+autobahn:
+	@bash $(AUTOBAHN)/install_autobahn.sh
 
 # ---------------------------------------------------------------- checks
 
@@ -90,18 +101,67 @@ test: venv peers
 demo: venv
 	$(PY) examples/demo.py
 
-$(BENCH_STAMP): $(STAMP)
+$(BENCH_STAMP): $(STAMP) setup.cfg
 	$(PIP) install $(PIP_FLAGS) -e '.[bench]'
 	@touch $@
 
+# The full comparison (~6 min): builds the Go echo server (apt-installs golang-go and
+# golang-github-gorilla-websocket-dev if missing), needs nginx (make peers).
+# BENCH_ARGS passes options: '--quick' (< 1 min), '--scale-full' (10,000 connections).
+BENCH_ARGS ?=
 bench: $(BENCH_STAMP)
-	$(PY) -m benchmarks
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || $(MAKE) peers
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
-conformance: venv
-	@echo "conformance: not yet (Autobahn|Testsuite against gunpy's WebSocket client)"
+# The full Autobahn run (sections 12/13, permessage-deflate, are 10-15 min of it), strict:
+# every behaviorClose must be OK or INFORMATIONAL.  compare.py fails on any FAILED case or
+# any case worse than Gun 2.4.1's and writes the table to docs/autobahn.md.  The report
+# (HTML) stays in $(AUTOBAHN_DIR)/full.  Not part of `make test`, which runs sections
+# 1-10 (tests/integration/test_autobahn.py); `make conformance-quick` runs those alone.
+conformance: venv autobahn
+	@rc=0; start=$$(date +%s); \
+	$(PY) $(AUTOBAHN)/run_autobahn.py --strict --outdir $(AUTOBAHN_DIR)/full \
+	    -- $(PY) $(AUTOBAHN)/client.py || rc=$$?; \
+	wall=$$(( $$(date +%s) - start )); \
+	echo "conformance: run took $${wall}s (exit $$rc)"; \
+	if [ $$rc -le 1 ]; then \
+	    $(PY) $(AUTOBAHN)/compare.py $(AUTOBAHN_DIR)/full/reports/clients --strict \
+	        --markdown docs/autobahn.md \
+	        --note "Wall time of the run (server start to report): $${wall} s on a $$(nproc)-core machine." \
+	        --note "Full report: \`$(AUTOBAHN_DIR)/full/reports/clients/index.html\` (not in git)." \
+	    || rc=1; \
+	fi; \
+	exit $$rc
 
+conformance-quick: venv autobahn
+	@rc=0; \
+	$(PY) $(AUTOBAHN)/run_autobahn.py --strict --exclude '12.*' '13.*' --outdir $(AUTOBAHN_DIR)/quick \
+	    -- $(PY) $(AUTOBAHN)/client.py || rc=$$?; \
+	if [ $$rc -le 1 ]; then \
+	    $(PY) $(AUTOBAHN)/compare.py $(AUTOBAHN_DIR)/quick/reports/clients --strict \
+	        --exclude '12.*' '13.*' || rc=1; \
+	fi; \
+	exit $$rc
+
+# The soak (not part of `make test`): the leak tests at their full scale (10,000
+# open/request/close cycles against nginx, 1,000 Websocket sessions), then
+# tests/reliability/soak.py: SOAK_CONNS connections kept busy for SOAK_SECONDS against
+# tests/reliability/fault_server.py injecting faults (closes, resets, slow answers) with
+# probability SOAK_FAULTS per request, and a ledger proving every request got exactly
+# one final answer.  Both run; fails if either found a leak or a lost/doubled answer.
+SOAK_SECONDS ?= 600
+SOAK_CONNS   ?= 500
+SOAK_FAULTS  ?= 0.05
 soak: venv
-	@echo "soak: not yet"
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || $(MAKE) peers
+	@rc=0; \
+	echo "== soak: leaks (10,000 HTTP cycles, 1,000 Websocket sessions)"; \
+	GUNPY_LEAK_CYCLES=10000 GUNPY_LEAK_WS_SESSIONS=1000 \
+	    $(PY) -m pytest -q -s -p no:cacheprovider tests/reliability/test_leaks.py || rc=1; \
+	echo "== soak: $(SOAK_CONNS) connections for $(SOAK_SECONDS) s"; \
+	GUNPY_SOAK_SECONDS=$(SOAK_SECONDS) GUNPY_SOAK_CONNS=$(SOAK_CONNS) GUNPY_SOAK_FAULTS=$(SOAK_FAULTS) \
+	    $(PY) -m tests.reliability.soak || rc=1; \
+	exit $$rc
 
 $(DOCS_STAMP): $(STAMP)
 	$(PIP) install $(PIP_FLAGS) -e '.[docs]'
