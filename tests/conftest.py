@@ -21,6 +21,10 @@ fixture                     scope    what
                                      and /index.html (100 B), /big.bin (1 MiB),
                                      /chunked/<file>, /gz/<file>, /204, /404, /redirect
                                      (301), /post, /ws (proxy to a websockets echo)
+``nginx_h2_server``         session  nginx over TLS with ``http2`` (ALPN h2, else
+                                     http/1.1; trust ``trustme_ca.ca_file``): /small.txt,
+                                     /index.html (100 B), /big.bin (1 MiB), /204, /404,
+                                     /post
 ``tinyproxy_server``        func     tinyproxy: HTTP forward proxy + CONNECT
 ``dante_server``            func     dante SOCKS5, no authentication
 ``trustme_ca``              session  :class:`tests.peers.TLSFiles`: CA + server cert for
@@ -48,6 +52,7 @@ from tests.peers import (
     start_dante,
     start_hypercorn,
     start_nginx,
+    start_nginx_h2,
     start_raw_http,
     start_tinyproxy,
     start_ws_echo,
@@ -63,6 +68,7 @@ PEER_FIXTURES = frozenset(
         "hypercorn_tls_server",
         "raw_http_server",
         "nginx_server",
+        "nginx_h2_server",
         "tinyproxy_server",
         "dante_server",
     }
@@ -149,6 +155,18 @@ def nginx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxPeer
             yield nginx
         finally:
             nginx.stop()
+
+
+@pytest.fixture(scope="session")
+def nginx_h2_server(
+    tmp_path_factory: pytest.TempPathFactory, trustme_ca: TLSFiles
+) -> Iterator[NginxPeer]:
+    """nginx (one for the whole session) serving its static files over HTTP/2 and TLS."""
+    nginx = start_nginx_h2(tmp_path_factory.mktemp("nginx-h2") / "prefix", trustme_ca)
+    try:
+        yield nginx
+    finally:
+        nginx.stop()
 
 
 # --------------------------------------------------------------------------- proxies

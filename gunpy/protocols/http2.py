@@ -556,7 +556,8 @@ class Http2Handler(BaseHandler):
             self._frag = length
         elif ftype == _CONTINUATION and self._frag >= 0:
             self._frag += length
-            if flags & _END_HEADERS:
+            # The last fragment counts too (cowlib's continuation_frame_append).
+            if flags & _END_HEADERS and self._frag <= self._max_frag:
                 self._frag = -1
                 return
         else:

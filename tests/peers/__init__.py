@@ -12,6 +12,7 @@ module are the peers' programs and configuration templates:
 ``raw_http.py``        byte-for-byte HTTP/1.1 replies: trailers, chunk extensions, a body
                        delimited by close
 ``nginx.conf.in``      nginx 1.22: static 100 B / 1 MiB files, chunked, 204, 301, /ws proxy
+``nginx_h2.conf.in``   nginx 1.22 over TLS with ``http2`` (ALPN h2): the same static files
 ``tinyproxy.conf.in``  tinyproxy: HTTP forward proxy and CONNECT tunnels
 ``danted.conf.in``     dante: SOCKS5 (no auth, or RFC 1929 against system users)
 ``install_debian_peers.sh``  installs nginx-light, tinyproxy, dante-server (``make peers``)
@@ -70,6 +71,7 @@ __all__ = [
     "start_dante",
     "start_hypercorn",
     "start_nginx",
+    "start_nginx_h2",
     "start_raw_http",
     "start_tinyproxy",
     "start_ws_echo",
@@ -439,6 +441,36 @@ def start_nginx(prefix: Path, ws_backend_port: int) -> NginxPeer:
 
     peer = Peer.on_free_port(build, name="nginx", log_path=prefix / "logs" / "stdout.log")
     return NginxPeer(peer, prefix, ws_backend_port, big_sha256=hashlib.sha256(big).hexdigest())
+
+
+def start_nginx_h2(prefix: Path, tls: TLSFiles) -> NginxPeer:
+    """nginx serving the static files of :func:`start_nginx` over TLS with HTTP/2
+    (``listen ... ssl http2``: ALPN ``h2``, else http/1.1); trust ``tls.ca_file``."""
+    exe = need("nginx")
+    prefix = prefix.resolve()
+    for d in ("logs", "tmp", "html"):
+        (prefix / d).mkdir(parents=True, exist_ok=True)
+    html = prefix / "html"
+    (html / "small.txt").write_bytes(SMALL_BODY)
+    (html / "index.html").write_bytes(SMALL_BODY)
+    big = random.Random(20240229).randbytes(BIG_SIZE)
+    (html / "big.bin").write_bytes(big)
+    template = (HERE / "nginx_h2.conf.in").read_text()
+    conf = prefix / "nginx.conf"
+
+    def build(port: int) -> list[str]:
+        text = (
+            template.replace("@USER_LINE@", "user root;" if _as_root() else "")
+            .replace("@PORT@", str(port))
+            .replace("@CERT@", str(Path(tls.cert_file).resolve()))
+            .replace("@KEY@", str(Path(tls.key_file).resolve()))
+        )
+        conf.write_text(text)
+        return [exe, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "logs" / "error.log"),
+                "-g", "daemon off;"]  # fmt: skip
+
+    peer = Peer.on_free_port(build, name="nginx-h2", log_path=prefix / "logs" / "stdout.log")
+    return NginxPeer(peer, prefix, 0, big_sha256=hashlib.sha256(big).hexdigest())
 
 
 # --------------------------------------------------------------------------- proxies

@@ -8,6 +8,9 @@ HTTP (HTTP/1.1, h2c and h2 over TLS):
                      ``x-trailer-two: 2``; hypercorn sends trailers on HTTP/2 only and only
                      when the request carries ``te: trailers``; elsewhere: the body alone
   GET  /headers      the request's headers as JSON [[name, value], ...]
+  GET  /push         on HTTP/2: a server push of ``/pushed.txt`` (its answer is the
+                     default one below, ``HTTP/2 /pushed.txt``), then ``pushed\\n``;
+                     elsewhere ``pushed\\n`` alone
   POST /<any>        echoes the request body (any method but GET/HEAD echoes)
   GET  /<any other>  ``HTTP/<version> <path>\\n``, e.g. ``HTTP/2 /x``
 WebSocket: any path, echoes every text and binary message.
@@ -82,6 +85,16 @@ async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
     elif path == "/headers":
         pairs = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
         await _reply(send, 200, json.dumps(pairs).encode(), b"application/json")
+    elif path == "/push":
+        if "http.response.push" in scope.get("extensions", {}):
+            await send(
+                {
+                    "type": "http.response.push",
+                    "path": "/pushed.txt",
+                    "headers": [(b"accept", b"text/plain")],
+                }
+            )
+        await _reply(send, 200, b"pushed\n")
     elif scope["method"] not in ("GET", "HEAD"):
         await _reply(send, 200, body, b"application/octet-stream")
     else:
