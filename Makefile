@@ -105,7 +105,7 @@ $(BENCH_STAMP): $(STAMP) setup.cfg
 	$(PIP) install $(PIP_FLAGS) -e '.[bench]'
 	@touch $@
 
-# The full comparison (~6 min): builds the Go echo server (apt-installs golang-go and
+# The full comparison (~5 min on 2 cores): builds the Go echo server (apt-installs golang-go and
 # golang-github-gorilla-websocket-dev if missing), needs nginx (make peers).
 # BENCH_ARGS passes options: '--quick' (< 1 min), '--scale-full' (10,000 connections).
 BENCH_ARGS ?=
