@@ -64,6 +64,7 @@ from ._commands import (
     SetActive,
     StartTimer,
     SwitchProtocol,
+    Tunnel,
 )
 from ._process import Mailbox, Pid, _set_self, as_pid, demonitor, monitor
 from .protocols import handler_class
@@ -79,7 +80,24 @@ _RECV_SIZE = 65536  # >= 128 KiB costs a fresh mmap per recv (ARCHITECTURE 8)
 
 # User operations (casts), queued while not connected.
 _OPS = frozenset(
-    {"$request", "$data", "$ws_send", "$update_flow", "$cancel", "$ws_upgrade", "$ping"}
+    {
+        "$request",
+        "$data",
+        "$ws_send",
+        "$update_flow",
+        "$cancel",
+        "$ws_upgrade",
+        "$ping",
+        "$connect",
+    }
+)
+# The operations that open a stream (their ref says which tunnel they go through).
+_NEW_STREAM_OPS = frozenset({"$request", "$ws_upgrade", "$connect"})
+
+BADSTATE_NOT_A_TUNNEL = "The stream is not a tunnel."
+BADSTATE_TUNNEL_REQUIRED = (
+    "This connection goes through a CONNECT tunnel: pass the CONNECT's stream "
+    "reference in the tunnel option."
 )
 
 # Messages whose delivery shows the connection made progress (reconnect-storm guard).
@@ -137,7 +155,17 @@ _TIMER = "$timer"
 class ConnInbox(Mailbox):
     """A Mailbox whose ``get`` also waits on a socket and named timers (see module doc)."""
 
-    __slots__ = ("_blocked", "_efd", "_poll", "_ready", "_sock_events", "_sock_fd", "_timers", "_wfd")
+    __slots__ = (
+        "_blocked",
+        "_efd",
+        "_flush",
+        "_poll",
+        "_ready",
+        "_sock_events",
+        "_sock_fd",
+        "_timers",
+        "_wfd",
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -155,6 +183,8 @@ class ConnInbox(Mailbox):
         self._sock_events = 0
         self._ready = False  # data known to be readable without polling (TLS pending)
         self._timers: dict[str, float] = {}
+        # The actor's corked output: written once no message is left to handle.
+        self._flush: Callable[[], bool] | None = None
 
     def _wake(self) -> None:
         # Called with the lock held (Mailbox.put): the fd cannot be closed meanwhile.
@@ -224,6 +254,13 @@ class ConnInbox(Mailbox):
                 if self._msgs:
                     msg = self._take(next(iter(self._msgs)))
                     return msg if type(msg) is Envelope else Envelope(msg)
+            flush = self._flush
+            if flush is not None and flush():
+                # Writing failed and ended the connection: let pykka's loop look.
+                return Envelope(("$noop",))
+            with cond:
+                if self._msgs:
+                    continue
                 if self._ready and self._sock_events & _POLLIN:
                     self._ready = False
                     return Envelope((_SOCK, _POLLIN))
@@ -285,8 +322,22 @@ class Connection(pykka.ThreadingActor):
         self.transport = "unix" if unix_path is not None else opts["transport"]
         self.state = "not_connected"
         self.sock: socket.socket | None = None
+        self.out: list[bytes] = []  # corked output, see _run
+        self.out_len = 0
         self.handler: Any = None
         self.protocol: str | None = None
+        self.no_input = False  # the handler takes no user operation yet (SOCKS)
+        # Tunnels (Gun 4.11, 4.12): the proxies passed, in order, as info() lists
+        # them; per intermediary the CONNECT's (ref, reply_to), None for SOCKS; the
+        # last HTTP/1.1 CONNECT's ref (tunnelled refs start with it); the TLS
+        # sessions inside tunnels, innermost last (TLS over TLS: _TlsLayer); the
+        # tunnel waiting for its TLS handshake, and that handshake's layer.
+        self.intermediaries: list[dict[str, Any]] = []
+        self.tunnel_refs: list[tuple[Any, Any] | None] = []
+        self.base_ref: Any = None
+        self.layers: list[_TlsLayer] = []
+        self.tunnel: Tunnel | None = None
+        self.tunnel_layer: _TlsLayer | None = None
         self.queue: list[tuple[Any, ...]] = []
         self.retries = opts["retry"]
         self.first_retry = True
@@ -333,6 +384,7 @@ class Connection(pykka.ThreadingActor):
         super()._handle_failure(exception_type, exception_value, traceback)
 
     def on_start(self) -> None:
+        self._inbox._flush = self._flush_hook
         self.owner_mref = monitor(self.owner)
         self._attempt()
 
@@ -663,8 +715,16 @@ class Connection(pykka.ThreadingActor):
         self._run(cmds)
 
     def _run(self, cmds: list[Command]) -> None:
-        """Carry out a handler's commands, in order (see the module doc)."""
-        out: list[bytes] = []
+        """Carry out a handler's commands, in order (see the module doc).
+
+        Bytes to send are *corked*: appended to ``self.out`` and written in one
+        ``send`` when no message is left in the inbox (``ConnInbox`` calls
+        ``_flush_hook`` before it blocks), before any control command, or once
+        64 KiB are pending.  A burst of ``ws_send``/``data`` casts thus costs one
+        system call, not one each, and a lone message is written as soon as the
+        actor has nothing else to do: no added latency.
+        """
+        out = self.out
         batch: list[Any] = []
         batch_to: Any = None
         for c in cmds:
@@ -682,22 +742,37 @@ class Connection(pykka.ThreadingActor):
             elif t is Send:
                 assert isinstance(c, Send)
                 out.append(c.data)
+                self.out_len += len(c.data)
             else:
                 if batch:
                     batch_to.send_many(batch) if len(batch) > 1 else batch_to.send(batch[0])
                     batch = []
                     batch_to = None
-                if out:
-                    data = out[0] if len(out) == 1 else b"".join(out)
-                    out = []
-                    if not self._send(data):
-                        return
+                if out and not self._flush_out():
+                    return
                 if not self._control(c):
                     return
         if batch:
             batch_to.send_many(batch) if len(batch) > 1 else batch_to.send(batch[0])
-        if out:
-            self._send(out[0] if len(out) == 1 else b"".join(out))
+        if self.out_len >= 65536:
+            self._flush_out()
+
+    def _flush_out(self) -> bool:
+        """Write the corked output now; False (after disconnecting) on failure."""
+        out = self.out
+        if not out:
+            return True
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self.out_len = 0
+        return self._send(data)
+
+    def _flush_hook(self) -> bool:
+        """Called by the inbox before it blocks: True if writing ended the actor."""
+        if not self.out:
+            return False
+        self._flush_out()
+        return self.actor_stopped.is_set()
 
     def _control(self, c: Command) -> bool:
         """A non-Send, non-Deliver command; False when the rest must be dropped."""
@@ -828,6 +903,8 @@ class Connection(pykka.ThreadingActor):
     def _close_socket(self) -> None:
         sock = self.sock
         self.sock = None
+        self.out.clear()
+        self.out_len = 0
         self._inbox.unwatch()
         if sock is not None:
             try:
@@ -980,7 +1057,7 @@ class Connection(pykka.ThreadingActor):
             "origin_host": self.ctx.origin_host,
             "origin_port": self.ctx.origin_port,
             "intermediaries": [],
-            "cookie_store": None,
+            "cookie_store": self.opts.get("cookie_store"),
             "event_handler": None,
             "event_handler_state": None,
         }
