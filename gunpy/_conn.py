@@ -64,7 +64,6 @@ from ._commands import (
     SetActive,
     StartTimer,
     SwitchProtocol,
-    Tunnel,
 )
 from ._process import Mailbox, Pid, _set_self, as_pid, demonitor, monitor
 from .protocols import handler_class
@@ -80,24 +79,7 @@ _RECV_SIZE = 65536  # >= 128 KiB costs a fresh mmap per recv (ARCHITECTURE 8)
 
 # User operations (casts), queued while not connected.
 _OPS = frozenset(
-    {
-        "$request",
-        "$data",
-        "$ws_send",
-        "$update_flow",
-        "$cancel",
-        "$ws_upgrade",
-        "$ping",
-        "$connect",
-    }
-)
-# The operations that open a stream (their ref says which tunnel they go through).
-_NEW_STREAM_OPS = frozenset({"$request", "$ws_upgrade", "$connect"})
-
-BADSTATE_NOT_A_TUNNEL = "The stream is not a tunnel."
-BADSTATE_TUNNEL_REQUIRED = (
-    "This connection goes through a CONNECT tunnel: pass the CONNECT's stream "
-    "reference in the tunnel option."
+    {"$request", "$data", "$ws_send", "$update_flow", "$cancel", "$ws_upgrade", "$ping"}
 )
 
 # Messages whose delivery shows the connection made progress (reconnect-storm guard).
@@ -326,18 +308,6 @@ class Connection(pykka.ThreadingActor):
         self.out_len = 0
         self.handler: Any = None
         self.protocol: str | None = None
-        self.no_input = False  # the handler takes no user operation yet (SOCKS)
-        # Tunnels (Gun 4.11, 4.12): the proxies passed, in order, as info() lists
-        # them; per intermediary the CONNECT's (ref, reply_to), None for SOCKS; the
-        # last HTTP/1.1 CONNECT's ref (tunnelled refs start with it); the TLS
-        # sessions inside tunnels, innermost last (TLS over TLS: _TlsLayer); the
-        # tunnel waiting for its TLS handshake, and that handshake's layer.
-        self.intermediaries: list[dict[str, Any]] = []
-        self.tunnel_refs: list[tuple[Any, Any] | None] = []
-        self.base_ref: Any = None
-        self.layers: list[_TlsLayer] = []
-        self.tunnel: Tunnel | None = None
-        self.tunnel_layer: _TlsLayer | None = None
         self.queue: list[tuple[Any, ...]] = []
         self.retries = opts["retry"]
         self.first_retry = True
@@ -1057,7 +1027,7 @@ class Connection(pykka.ThreadingActor):
             "origin_host": self.ctx.origin_host,
             "origin_port": self.ctx.origin_port,
             "intermediaries": [],
-            "cookie_store": self.opts.get("cookie_store"),
+            "cookie_store": None,
             "event_handler": None,
             "event_handler_state": None,
         }
