@@ -16,7 +16,6 @@ from typing import Any
 from . import _conn, _options
 from ._headers import normalize_headers
 from ._process import (
-    ANY,
     TIMEOUT,
     Pid,
     Ref,
@@ -31,7 +30,9 @@ from ._process import (
 from ._process import self as _self
 from .exceptions import NoProc, OptionsError
 
-StreamRef = Ref
+#: A stream reference: a ``Ref``, or for a stream inside a CONNECT tunnel the tuple
+#: of the tunnel's refs followed by its own (Gun's lists; tuples, to be hashable).
+StreamRef = Ref | tuple[Ref, ...]
 
 _REQ_OPTS = ("reply_to", "flow", "tunnel", "invalid_request_headers")
 _NO_BODY = b""
@@ -163,12 +164,34 @@ def _check_req_opts(req_opts: Any) -> dict[str, Any]:
             raise OptionsError(("options", (k, v)), f"unknown request option {k!r}")
         if k == "flow" and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
             raise OptionsError(("options", (k, v)), f"flow must be a positive integer, not {v!r}")
-        if k == "tunnel":
-            # Proxies and tunnels are not implemented yet: refuse rather than ignore.
-            raise OptionsError(("options", (k, v)), "the tunnel option is not supported yet")
+        if k == "tunnel" and _tunnel_ref(v) is None:
+            raise OptionsError(
+                ("options", (k, v)), f"tunnel must be a stream reference, not {v!r}"
+            )
         if k == "invalid_request_headers" and v not in ("raise", "ignore"):
             raise OptionsError(("options", (k, v)), f"invalid_request_headers: {v!r}")
     return req_opts
+
+
+def _tunnel_ref(v: Any) -> StreamRef | None:
+    """A ``tunnel`` option as a stream ref (a Gun-style list becomes a tuple)."""
+    if isinstance(v, Ref):
+        return v
+    if isinstance(v, (tuple, list)) and v and all(isinstance(r, Ref) for r in v):
+        return tuple(v)
+    return None
+
+
+def _new_ref(opts: Mapping[str, Any] | None) -> StreamRef:
+    """The new stream's ref: inside a tunnel, the tunnel's refs then a new one
+    (Gun's ``[TunnelRef, ..., Ref]``)."""
+    ref = make_ref()
+    tunnel = _tunnel_ref(opts.get("tunnel")) if opts else None
+    if tunnel is None:
+        return ref
+    if isinstance(tunnel, Ref):
+        return (tunnel, ref)
+    return (*tunnel, ref)
 
 
 def _body(body: Any) -> bytes:
@@ -200,52 +223,52 @@ def request(
     headers: Any = None,
     body: Any = _NO_BODY,
     req_opts: dict[str, Any] | None = None,
-) -> Ref:
+) -> StreamRef:
     """Send a request with a full body; returns its stream ref (``gun:request/5,6``)."""
     opts = _check_req_opts(req_opts)
     hs = normalize_headers(headers, opts.get("invalid_request_headers", "raise") == "raise")
     method = method.decode("latin-1") if isinstance(method, bytes) else method
-    ref = make_ref()
+    ref = _new_ref(opts)
     conn.send(("$request", ref, _reply_to(opts), method, _path(path), hs, _body(body), opts))
     return ref
 
 
 def headers(
     conn: Pid, method: str, path: str, headers: Any = None, req_opts: dict[str, Any] | None = None
-) -> Ref:
+) -> StreamRef:
     """Send the request headers only; the body follows with ``data`` (``gun:headers/4,5``)."""
     opts = _check_req_opts(req_opts)
     hs = normalize_headers(headers, opts.get("invalid_request_headers", "raise") == "raise")
     method = method.decode("latin-1") if isinstance(method, bytes) else method
-    ref = make_ref()
+    ref = _new_ref(opts)
     conn.send(("$request", ref, _reply_to(opts), method, _path(path), hs, None, opts))
     return ref
 
 
-def get(conn: Pid, path: str, headers: Any = None, req_opts: dict[str, Any] | None = None) -> Ref:
+def get(conn: Pid, path: str, headers: Any = None, req_opts: dict[str, Any] | None = None) -> StreamRef:
     """GET (sent with ``content-length: 0``, as Gun does)."""
     return request(conn, "GET", path, headers, _NO_BODY, req_opts)
 
 
-def head(conn: Pid, path: str, headers: Any = None, req_opts: dict[str, Any] | None = None) -> Ref:
+def head(conn: Pid, path: str, headers: Any = None, req_opts: dict[str, Any] | None = None) -> StreamRef:
     return request(conn, "HEAD", path, headers, _NO_BODY, req_opts)
 
 
 def options(
     conn: Pid, path: str, headers: Any = None, req_opts: dict[str, Any] | None = None
-) -> Ref:
+) -> StreamRef:
     return request(conn, "OPTIONS", path, headers, _NO_BODY, req_opts)
 
 
 def delete(
     conn: Pid, path: str, headers: Any = None, req_opts: dict[str, Any] | None = None
-) -> Ref:
+) -> StreamRef:
     return request(conn, "DELETE", path, headers, _NO_BODY, req_opts)
 
 
 def _with_body(
     method: str, conn: Pid, path: str, hs: Any, body: Any, req_opts: dict[str, Any] | None
-) -> Ref:
+) -> StreamRef:
     # Gun: post/3 and post/4 with a map as 4th argument send the headers only;
     # post/4 with iodata and post/5 send the whole request.
     if isinstance(body, dict) and req_opts is None:
@@ -257,24 +280,24 @@ def _with_body(
 
 def post(
     conn: Pid, path: str, headers: Any = None, body: Any = None, req_opts: dict[str, Any] | None = None
-) -> Ref:
+) -> StreamRef:
     """POST with ``body``, or headers only (body to follow with ``data``) when None."""
     return _with_body("POST", conn, path, headers, body, req_opts)
 
 
 def put(
     conn: Pid, path: str, headers: Any = None, body: Any = None, req_opts: dict[str, Any] | None = None
-) -> Ref:
+) -> StreamRef:
     return _with_body("PUT", conn, path, headers, body, req_opts)
 
 
 def patch(
     conn: Pid, path: str, headers: Any = None, body: Any = None, req_opts: dict[str, Any] | None = None
-) -> Ref:
+) -> StreamRef:
     return _with_body("PATCH", conn, path, headers, body, req_opts)
 
 
-def data(conn: Pid, ref: Ref, fin: str, data: Any) -> str:
+def data(conn: Pid, ref: StreamRef, fin: str, data: Any) -> str:
     """Send a request body chunk; ``fin`` is ``"fin"`` or ``"nofin"`` (``gun:data/4``)."""
     if fin not in ("fin", "nofin"):
         raise ValueError(f"fin must be 'fin' or 'nofin', not {fin!r}")
@@ -290,17 +313,18 @@ def ping(conn: Pid, req_opts: dict[str, Any] | None = None) -> Ref:
     """
     opts = _check_req_opts(req_opts)
     ref = make_ref()
-    conn.send(("$ping", ref, _reply_to(opts)))
+    tunnel = _tunnel_ref(opts.get("tunnel"))
+    conn.send(("$ping", ref, _reply_to(opts), tunnel))
     return ref
 
 
-def cancel(conn: Pid, ref: Ref) -> str:
+def cancel(conn: Pid, ref: StreamRef) -> str:
     """Cancel a stream: no more messages for it (``gun:cancel/2``)."""
     conn.send(("$cancel", ref, _self()))
     return "ok"
 
 
-def update_flow(conn: Pid, ref: Ref, inc: int) -> str:
+def update_flow(conn: Pid, ref: StreamRef, inc: int) -> str:
     """Add ``inc`` to a stream's flow budget (``gun:update_flow/3``)."""
     if isinstance(inc, bool) or not isinstance(inc, int) or inc <= 0:
         raise ValueError(f"update_flow increment must be a positive integer, not {inc!r}")
@@ -308,7 +332,7 @@ def update_flow(conn: Pid, ref: Ref, inc: int) -> str:
     return "ok"
 
 
-def stream_info(conn: Pid, ref: Ref) -> tuple[str, Any]:
+def stream_info(conn: Pid, ref: StreamRef) -> tuple[str, Any]:
     """``("ok", info | None)`` or ``("error", "not_connected")`` (``gun:stream_info/2``)."""
     result: tuple[str, Any] = _call(conn, "stream_info", ref)
     return result
@@ -320,7 +344,7 @@ def stream_info(conn: Pid, ref: Ref) -> tuple[str, Any]:
 
 def ws_upgrade(
     conn: Pid, path: str, headers: Any = None, ws_opts: dict[str, Any] | None = None
-) -> Ref:
+) -> StreamRef:
     """Ask for a Websocket upgrade; returns the stream ref (``gun:ws_upgrade/2,3,4``).
 
     Without ``ws_opts`` the connection's ``ws_opts`` apply; with them (Gun's /4),
@@ -338,16 +362,47 @@ def ws_upgrade(
             reply_to = as_pid(ws_opts["reply_to"])
         check = ws_opts.get("invalid_request_headers", "raise") == "raise"
     hs = normalize_headers(headers, check)
-    ref = make_ref()
+    ref = _new_ref(ws_opts)
     conn.send(("$ws_upgrade", ref, reply_to, _path(path), hs, ws_opts))
     return ref
 
 
-def ws_send(conn: Pid, ref: Ref, frames: Any) -> str:
+def ws_send(conn: Pid, ref: StreamRef, frames: Any) -> str:
     """Send one Websocket frame or a list of frames (``gun:ws_send/3``)."""
     frames = list(frames) if isinstance(frames, list) else [frames]
     conn.send(("$ws_send", ref, _self(), frames))
     return "ok"
+
+
+# ---------------------------------------------------------------------------
+# Proxies and tunnels
+
+
+def connect(
+    conn: Pid,
+    destination: dict[str, Any],
+    headers: Any = None,
+    req_opts: dict[str, Any] | None = None,
+) -> StreamRef:
+    """Ask the proxy for a tunnel to ``destination`` (``gun:connect/2,3,4``).
+
+    ``destination`` holds ``host`` and ``port`` and optionally ``username`` and
+    ``password`` (Basic ``proxy-authorization``), ``protocols`` (inside the
+    tunnel), ``transport`` (``"tls"``: a TLS handshake inside the tunnel),
+    ``tls_opts`` and ``tls_handshake_timeout``.  Returns the CONNECT's stream ref
+    at once.  A 2xx answer gives ``("gun_response", conn, ref, "fin", status,
+    headers)`` then ``("gun_tunnel_up", conn, ref, protocol)``; requests through the
+    tunnel then take ``{"tunnel": ref}``.  Any other answer is an ordinary
+    response.  An HTTP/1.1 proxy takes a CONNECT only while no other stream is
+    active.  With ``{"tunnel": ref}`` the CONNECT itself goes through an open
+    tunnel (proxy chains).
+    """
+    opts = _check_req_opts(req_opts)
+    dest = _options.connect_destination(destination)
+    hs = normalize_headers(headers, opts.get("invalid_request_headers", "raise") == "raise")
+    ref = _new_ref(opts)
+    conn.send(("$connect", ref, _reply_to(opts), dest, hs, opts))
+    return ref
 
 
 # ---------------------------------------------------------------------------
@@ -435,19 +490,14 @@ def await_body(
         mref = monitor(conn)
     box = _mailbox()
     secs = _ms_to_seconds(timeout)
-    # Only these shapes end or extend the body (Gun's await_body); anything else
-    # for the stream (a late gun_inform) stays queued.
-    patterns = (
-        ("gun_data", conn, ref, ANY, ANY),
-        ("gun_trailers", conn, ref, ANY),
-        ("gun_error", conn, ref, ANY),
-        ("gun_error", conn, ANY),
-        ("DOWN", mref, ANY, ANY, ANY),
-    )
+    # Only these messages end or extend the body (Gun's await_body); anything else
+    # for the stream (a gun_response not awaited yet) stays queued.  Keyed: O(1)
+    # per chunk however much else is queued.
+    keys = ((conn, ref), ("gun_error", conn), ("DOWN", mref))
     chunks: list[bytes] = []
     try:
         while True:
-            msg = box.receive(patterns, secs)
+            msg = box.receive_keyed(keys, secs, _BODY_TAGS)
             if msg is TIMEOUT:
                 return ("error", "timeout")
             tag = msg[0]
@@ -464,6 +514,8 @@ def await_body(
             assert mref is not None
             demonitor(mref, flush=True)
 
+
+_BODY_TAGS = frozenset({"gun_data", "gun_trailers", "gun_error", "DOWN"})
 
 _CONN_FLUSH_TAGS = frozenset(
     {

@@ -400,11 +400,18 @@ class Mailbox:
                         return TIMEOUT
                     self._cond.wait(left)
 
-    def receive_keyed(self, keys: tuple[Hashable, ...], timeout: float | None) -> Any:
-        """Take the oldest message whose key is one of ``keys`` (every such message matches)."""
+    def receive_keyed(
+        self,
+        keys: tuple[Hashable, ...],
+        timeout: float | None,
+        tags: frozenset[str] | None = None,
+    ) -> Any:
+        """Take the oldest message whose key is one of ``keys`` (and, with ``tags``,
+        whose tag is one of them: ``await_body`` leaves a ``gun_response`` queued)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         index = self._index
         hidden = self._hidden
+        msgs = self._msgs
         with self._cond:
             while True:
                 best: int | None = None
@@ -413,8 +420,15 @@ class Mailbox:
                     if not dq:
                         continue
                     head = dq[0]
-                    if hidden and head in hidden:
-                        head = next((q for q in dq if q not in hidden), -1)
+                    if (hidden and head in hidden) or (tags is not None and msgs[head][0] not in tags):
+                        head = next(
+                            (
+                                q
+                                for q in dq
+                                if q not in hidden and (tags is None or msgs[q][0] in tags)
+                            ),
+                            -1,
+                        )
                         if head < 0:
                             continue
                     if best is None or head < best:
