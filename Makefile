@@ -169,7 +169,7 @@ $(DOCS_STAMP): $(STAMP)
 
 docs: $(DOCS_STAMP)
 	@if [ -f docs/conf.py ]; then \
-	    $(VENV)/bin/sphinx-build -q -W -b html docs docs/_build/html; \
+	    $(VENV)/bin/sphinx-build -q -W --keep-going -b html docs docs/_build/html; \
 	    echo "docs: docs/_build/html/index.html"; \
 	else \
 	    echo "docs: not yet (no docs/conf.py)"; \
