@@ -873,7 +873,9 @@ class ScriptedOrigin:
     on a Unix socket (``path``) instead of TCP.  ``reading``: whether connections
     start reading (False: a server that does not read until ``resume_reading``).
     ``step_timeout``: how long (ms, times the timeout factor) a step or a
-    ``recv_*`` waits by default.
+    ``recv_*`` waits by default.  ``host`` and ``port``: the TCP address to listen
+    on (default 127.0.0.1, a port the system picks); an IPv6 address such as
+    ``"::1"`` listens on IPv6.  Binding errors (``OSError``) are raised as they are.
 
     Starts listening at once; ``stop()`` (or leaving a ``with`` block) closes
     everything, closes the gunpy connections opened with ``open()``, and raises the
@@ -891,6 +893,8 @@ class ScriptedOrigin:
         step_timeout: float = DEFAULT_TIMEOUT,
         backlog: int = 16,
         name: str = "origin",
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         if script is not None and scripts is not None:
             raise TypeError(
@@ -898,6 +902,8 @@ class ScriptedOrigin:
             )
         if unix and tls is not None:
             raise TypeError("a Unix socket origin cannot use TLS (gunpy.open_unix has no TLS)")
+        if unix and (host != "127.0.0.1" or port != 0):
+            raise TypeError("a Unix socket origin has no host or port")
         all_steps: list[Any] = list(script or ())
         for steps in scripts or ():
             all_steps += steps
@@ -938,17 +944,23 @@ class ScriptedOrigin:
             self.host = "localhost"
             self.port = 0
         else:
-            self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._lsock.bind(("127.0.0.1", 0))
-            self.host = "127.0.0.1"
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self._lsock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self._lsock.bind((host, port))
+            except BaseException:
+                self._lsock.close()  # e.g. a port below 1024 without the privilege
+                raise
+            self.host = host
             self.port = self._lsock.getsockname()[1]
         self._lsock.listen(backlog)
         self._thread = threading.Thread(target=self._accept_loop, name=name, daemon=True)
         self._thread.start()
 
     def __repr__(self) -> str:
-        where = self.path if self.path else f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        where = self.path if self.path else f"{host}:{self.port}"
         return f"<ScriptedOrigin {self.name} {self.transport} {where}, {len(self.conns)} conns>"
 
     def __enter__(self) -> ScriptedOrigin:
@@ -1178,6 +1190,8 @@ class OriginFactory:
         reading: bool = True,
         step_timeout: float = DEFAULT_TIMEOUT,
         name: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> ScriptedOrigin:
         origin = ScriptedOrigin(
             script,
@@ -1187,6 +1201,8 @@ class OriginFactory:
             reading=reading,
             step_timeout=step_timeout,
             name=name or f"origin{len(self.origins) + 1}",
+            host=host,
+            port=port,
         )
         self.origins.append(origin)
         return origin

@@ -5,20 +5,20 @@ tests/unit/test_http2_handler.py.  Here the whole stack runs: the actor, its
 socket, its timers.  The first tests check that the actor selects and drives the
 handler against a real HTTP/2 server (hypercorn; more in test_http2_peers.py).
 The rest drive a scripted server (:class:`H2Server`): h2 in the SERVER role over a
-connection accepted by tests/origin.py, plus hand-made frames (hyperframe) where
-h2 would refuse to write them; every frame gunpy sends is parsed and kept, so the
+connection accepted by ``gunpy.testing``'s ``scripted_origin``, plus hand-made
+frames (hyperframe) where h2 would refuse to write them; every frame gunpy sends is parsed and kept, so the
 tests assert the wire as Gun's rfc7540_SUITE does.  Each docstring names the RFC
 9113 section and the Gun test (rfc7540_SUITE, shutdown_SUITE, flow_SUITE,
 ping_SUITE) or gun-reference section it mirrors.  Nothing sleeps: the tests wait
 for messages, for frames, or for the ack of a PING the server sends as a barrier
 (gunpy answers frames in order, so once the ack is in, everything gunpy did
-about the earlier frames is done too).
+about the earlier frames is done too).  Every test starts with an empty mailbox and
+must leave no Gun message unread (``gun_mailbox``).
 """
 
 from __future__ import annotations
 
 import errno
-import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -55,8 +55,21 @@ from hyperframe.frame import (
 )
 
 import gunpy
-from gunpy import ANY, TIMEOUT
-from tests.origin import Origin, OriginConn
+from gunpy import ANY
+from gunpy.testing import (
+    GunMailbox,
+    OriginConn,
+    OriginFactory,
+    ScriptedOrigin,
+    TLSPair,
+    assert_receive,
+    down,
+    gun_conn_error,
+    gun_down,
+    gun_error,
+    gun_up,
+    refute_receive,
+)
 from tests.peers import Peer, TLSFiles
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -128,17 +141,13 @@ class H2Server:
 
     def read(self, timeout: float) -> None:
         """One recv (up to ``timeout`` s): parse the frames, feed h2, send its answers."""
-        self.oc.sock.settimeout(max(timeout, 0.001))
         try:
-            data = self.oc.sock.recv(65536)
+            data = self.oc.recv(max(timeout, 0.001) * 1000)  # b"" once gunpy closed (or reset)
         except TimeoutError:
             return
-        except ConnectionResetError:
-            data = b""
         if not data:
             self.closed = True
             return
-        self.oc.received += data
         self._parse(data)
         if self.use_h2:
             self.events += self.h2.receive_data(data)
@@ -268,40 +277,26 @@ def headers_of(req: RequestReceived) -> dict[bytes, bytes]:
 
 # --------------------------------------------------------------------------- the client side
 
-_opened: list[gunpy.Pid] = []
-
 
 @pytest.fixture(autouse=True)
-def _cleanup() -> Iterator[None]:
-    """Close every connection a test opened and empty the test thread's mailbox."""
-    _opened.clear()
+def _fresh_mailbox(gun_mailbox: GunMailbox) -> Iterator[None]:
+    """An empty mailbox for each test; a Gun message left unread fails it."""
     yield
-    for conn in _opened:
-        if conn.is_alive():
-            gunpy.close(conn)
-    _opened.clear()
-    while gunpy.receive(after=0) is not TIMEOUT:
-        pass
 
 
 @pytest.fixture
-def origin() -> Iterator[Origin]:
-    o = Origin()
-    yield o
-    o.stop()
+def origin(scripted_origin: OriginFactory) -> ScriptedOrigin:
+    return scripted_origin()
 
 
-def open_h2(port: int, host: str = "127.0.0.1", **opts: Any) -> gunpy.Pid:
-    """``gunpy.open`` with prior knowledge and ``retry: 0`` unless given; closed after
+def open_h2(origin: ScriptedOrigin, **opts: Any) -> gunpy.Pid:
+    """``origin.open`` with prior knowledge and ``retry: 0`` unless given; closed after
     the test."""
-    ok, conn = gunpy.open(host, port, {"protocols": ["http2"], "retry": 0, **opts})
-    assert ok == "ok", conn
-    _opened.append(conn)
-    return conn
+    return origin.open({"protocols": ["http2"], **opts})
 
 
 def connect(
-    origin: Origin,
+    origin: ScriptedOrigin,
     settings: dict[SettingCodes, int] | None = None,
     *,
     start: bool = True,
@@ -309,24 +304,12 @@ def connect(
     **opts: Any,
 ) -> tuple[gunpy.Pid, H2Server]:
     """Open, wait for gun_up, accept on the origin, and (``start``) do the handshake."""
-    conn = open_h2(origin.port, **opts)
+    conn = open_h2(origin, **opts)
     assert gunpy.await_up(conn) == ("ok", "http2")
     srv = H2Server(origin.accept(), settings, h2=h2)
     if start:
         srv.start()
     return conn, srv
-
-
-def gun_down(conn: gunpy.Pid, after: int = 5000) -> Any:
-    msg = gunpy.receive(("gun_down", conn, ANY, ANY, ANY), after=after)
-    assert msg is not TIMEOUT, "no gun_down"
-    return msg
-
-
-def exit_reason(mref: gunpy.Ref, after: int = 5000) -> Any:
-    msg = gunpy.receive(("DOWN", mref, "process", ANY, ANY), after=after)
-    assert msg is not TIMEOUT, "the connection did not exit"
-    return msg[4]
 
 
 # =========================================================================== hypercorn
@@ -392,39 +375,33 @@ def test_ping_ack(hypercorn_server: Peer) -> None:
     gunpy.close(conn)
 
 
-def test_ping_on_http11_ends_the_connection() -> None:
+def test_ping_on_http11_ends_the_connection(origin: ScriptedOrigin) -> None:
     """ping_SUITE: on HTTP/1.1 a ping is a connection error."""
-    with Origin() as origin:
-        ok, conn = gunpy.open("127.0.0.1", origin.port, {"retry": 0})
-        assert gunpy.await_up(conn) == ("ok", "http")
-        origin.accept()
-        ref = gunpy.ping(conn)
-        assert gunpy.receive(("gun_down", conn, ANY, ANY, ANY), after=2000) == (
-            "gun_down",
-            conn,
-            "http",
-            ("error", ("ping_unsupported_by_protocol", ref)),
-            [],
-        )
+    conn = origin.open({"retry": 0})
+    assert gunpy.await_up(conn) == ("ok", "http")
+    origin.accept()
+    ref = gunpy.ping(conn)
+    assert assert_receive(gun_down(conn), after=2000) == (
+        "gun_down",
+        conn,
+        "http",
+        ("error", ("ping_unsupported_by_protocol", ref)),
+        [],
+    )
 
 
 # =========================================================================== scripted server
 # --------------------------------------------------------------------------- :authority
 
 
-def _listen(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def listen(scripted_origin: OriginFactory, host: str, port: int, **kw: Any) -> ScriptedOrigin:
+    """An origin on ``host``:``port`` (skips the test when it cannot be bound)."""
     try:
-        s.bind((host, port))
+        return scripted_origin(host=host, port=port, **kw)
     except OSError as e:
-        s.close()
         if e.errno in (errno.EACCES, errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
             pytest.skip(f"cannot listen on {host} port {port}: {e}")
         raise
-    s.listen(4)
-    s.settimeout(5)
-    return s
 
 
 @pytest.mark.parametrize(
@@ -432,54 +409,42 @@ def _listen(family: socket.AddressFamily, host: str, port: int) -> socket.socket
     [("tcp", 80, b""), ("tls", 443, b""), ("tcp", 443, b":443"), ("tls", 80, b":80")],
     ids=["default_port_http", "default_port_https", "other_port_http", "other_port_https"],
 )
-def test_authority_port(transport: str, port: int, suffix: bytes, trustme_ca: TLSFiles) -> None:
+def test_authority_port(
+    scripted_origin: OriginFactory, tls_pair: TLSPair, transport: str, port: int, suffix: bytes
+) -> None:
     """rfc7540_SUITE authority_default_port_http(s) / authority_other_port_http(s)
     (RFC 9113 8.3.1, RFC 9110 4.2): the scheme's default port is left out of
     ``:authority``, any other port is written.  Gun fakes the port with
     sys:replace_state; here a listener on 127.0.0.2:80 and :443 (loopback, root)."""
-    lsock = _listen(socket.AF_INET, "127.0.0.2", port)
-    try:
-        opts: dict[str, Any] = {"transport": transport}  # port 443 alone would mean TLS
-        if transport == "tls":
-            opts["tls_opts"] = {"cacertfile": str(trustme_ca.ca_file)}
-        conn = open_h2(port, host="127.0.0.2", **opts)
-        sock, _ = lsock.accept()
-        if transport == "tls":
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            trustme_ca.ca.issue_cert("127.0.0.2").configure_cert(ctx)
-            ctx.set_alpn_protocols(["h2"])
-            sock = ctx.wrap_socket(sock, server_side=True)
-        assert gunpy.await_up(conn) == ("ok", "http2")
-        srv = H2Server(OriginConn(sock))
-        srv.start()
-        gunpy.get(conn, "/")
-        h = headers_of(srv.request())
-        assert h[b":authority"] == b"127.0.0.2" + suffix
-        assert h[b":scheme"] == (b"https" if transport == "tls" else b"http")
-        srv.oc.close()
-    finally:
-        lsock.close()
+    opts: dict[str, Any] = {"transport": transport}  # port 443 alone would mean TLS
+    tls = None
+    if transport == "tls":
+        tls = tls_pair.server_context(alpn=["h2"], hostnames=["127.0.0.2"])
+        opts["tls_opts"] = {"cacertfile": tls_pair.ca_file}
+    origin = listen(scripted_origin, "127.0.0.2", port, tls=tls)
+    conn = open_h2(origin, **opts)
+    assert gunpy.await_up(conn) == ("ok", "http2")
+    srv = H2Server(origin.accept())
+    srv.start()
+    gunpy.get(conn, "/")
+    h = headers_of(srv.request())
+    assert h[b":authority"] == b"127.0.0.2" + suffix
+    assert h[b":scheme"] == (b"https" if transport == "tls" else b"http")
 
 
-def test_authority_ipv6() -> None:
+def test_authority_ipv6(scripted_origin: OriginFactory) -> None:
     """rfc7540_SUITE authority_ipv6 (RFC 9113 8.3.1, RFC 3986 3.2.2): an IPv6 address
     is bracketed in ``:authority``."""
-    lsock = _listen(socket.AF_INET6, "::1", 0)
-    try:
-        port = lsock.getsockname()[1]
-        conn = open_h2(port, host="::1")
-        sock, _ = lsock.accept()
-        assert gunpy.await_up(conn) == ("ok", "http2")
-        srv = H2Server(OriginConn(sock))
-        srv.start()
-        gunpy.get(conn, "/")
-        assert headers_of(srv.request())[b":authority"] == b"[::1]:%d" % port
-        srv.oc.close()
-    finally:
-        lsock.close()
+    origin = listen(scripted_origin, "::1", 0)
+    conn = open_h2(origin)
+    assert gunpy.await_up(conn) == ("ok", "http2")
+    srv = H2Server(origin.accept())
+    srv.start()
+    gunpy.get(conn, "/")
+    assert headers_of(srv.request())[b":authority"] == b"[::1]:%d" % origin.port
 
 
-def test_authority_from_host_header_and_request_pseudo_headers(origin: Origin) -> None:
+def test_authority_from_host_header_and_request_pseudo_headers(origin: ScriptedOrigin) -> None:
     """RFC 9113 8.3.1 and 8.2.2 (gun-reference 4.10): a user ``host`` header becomes
     ``:authority``; the HTTP/1 connection-specific headers are not sent; the
     pseudo-headers come first; a bodyless request ends with its HEADERS frame."""
@@ -529,7 +494,7 @@ def test_authority_from_host_header_and_request_pseudo_headers(origin: Origin) -
     ],
     ids=["garbage", "http1_response", "other_frame"],
 )
-def test_preface_error(origin: Origin, data: bytes, text: str) -> None:
+def test_preface_error(origin: ScriptedOrigin, data: bytes, text: str) -> None:
     """rfc7540_SUITE prior_knowledge_preface_garbage / _http1 / _other_frame
     (RFC 9113 3.4): the server's preface must be a SETTINGS frame; anything else is
     a PROTOCOL_ERROR connection error with Gun's readable text, gunpy's GOAWAY, and
@@ -539,15 +504,17 @@ def test_preface_error(origin: Origin, data: bytes, text: str) -> None:
     srv.expect_frame(HeadersFrame)
     srv.send(data)
     assert gunpy.await_(conn, ref) == ("error", ("connection_error", ("protocol_error", text)))
-    assert gun_down(conn) == (
+    assert assert_receive(gun_down(conn), after=5000) == (
         "gun_down", conn, "http2", ("error", ("connection_error", "protocol_error", text)), [ref]
     )  # fmt: skip
+    reason = ("error", ("connection_error", "protocol_error", text))
+    assert_receive(gun_error(conn, ref, ("closed", reason)), after=5000)
     goaway = srv.expect_frame(GoAwayFrame)
     assert goaway.error_code == ErrorCodes.PROTOCOL_ERROR
     srv.wait_closed()
 
 
-def test_preface_http1_via_await(origin: Origin) -> None:
+def test_preface_http1_via_await(origin: ScriptedOrigin) -> None:
     """rfc7540_SUITE prior_knowledge_preface_http1_await: with ``retry: 0`` the
     connection exits and ``await_`` on any ref says why."""
     conn, srv = connect(origin, start=False, h2=False)
@@ -559,21 +526,23 @@ def test_preface_http1_via_await(origin: Origin) -> None:
             ("shutdown", ("error", ("connection_error", "protocol_error", PREFACE_HTTP1_TEXT))),
         ),
     )
+    reason = ("error", ("connection_error", "protocol_error", PREFACE_HTTP1_TEXT))
+    assert_receive(gun_down(conn, "http2", reason, []), after=5000)
 
 
-def test_preface_timeout(origin: Origin) -> None:
+def test_preface_timeout(origin: ScriptedOrigin) -> None:
     """RFC 9113 3.4 (http2_opts ``preface_timeout``): no SETTINGS from the server in
     time is a PROTOCOL_ERROR connection error."""
     conn, srv = connect(origin, start=False, h2=False, http2_opts={"preface_timeout": 100})
     text = "The preface was not received in a reasonable amount of time."
-    assert gun_down(conn) == (
+    assert assert_receive(gun_down(conn), after=5000) == (
         "gun_down", conn, "http2", ("error", ("connection_error", "protocol_error", text)), []
     )  # fmt: skip
     assert srv.expect_frame(GoAwayFrame).error_code == ErrorCodes.PROTOCOL_ERROR
     srv.wait_closed()
 
 
-def test_settings_ack_timeout(origin: Origin) -> None:
+def test_settings_ack_timeout(origin: ScriptedOrigin) -> None:
     """rfc7540_SUITE settings_ack_timeout (RFC 9113 6.5.3): a server that never acks
     our SETTINGS gets GOAWAY SETTINGS_TIMEOUT (http2_opts ``settings_timeout``)."""
     conn, srv = connect(origin, start=False, h2=False, http2_opts={"settings_timeout": 100})
@@ -583,14 +552,14 @@ def test_settings_ack_timeout(origin: Origin) -> None:
     assert srv.expect_frame(WindowUpdateFrame).stream_id == 0
     assert "ACK" in srv.expect_frame(SettingsFrame).flags  # gunpy acks ours
     text = "The SETTINGS ack was not received within the configured time. (RFC7540 6.5.3)"
-    assert gun_down(conn) == (
+    assert assert_receive(gun_down(conn), after=5000) == (
         "gun_down", conn, "http2", ("error", ("connection_error", "settings_timeout", text)), []
     )  # fmt: skip
     assert srv.expect_frame(GoAwayFrame).error_code == ErrorCodes.SETTINGS_TIMEOUT
     srv.wait_closed()
 
 
-def test_headers_priority_flag(origin: Origin) -> None:
+def test_headers_priority_flag(origin: ScriptedOrigin) -> None:
     """rfc7540_SUITE headers_priority_flag (RFC 9113 6.2): a HEADERS frame with the
     PRIORITY flag (dependency and weight before the block) is a normal response."""
     conn, srv = connect(origin)
@@ -608,7 +577,7 @@ def test_headers_priority_flag(origin: Origin) -> None:
 # --------------------------------------------------------------------------- streams
 
 
-def test_server_rst_stream_is_a_stream_error(origin: Origin) -> None:
+def test_server_rst_stream_is_a_stream_error(origin: ScriptedOrigin) -> None:
     """RFC 9113 6.4, gun-reference 4.10: a server RST_STREAM gives that stream
     ``("stream_error", code, "Stream reset by server.")``; the others go on."""
     conn, srv = connect(origin)
@@ -625,7 +594,7 @@ def test_server_rst_stream_is_a_stream_error(origin: Origin) -> None:
     assert gunpy.stream_info(conn, r1) == ("ok", None)
 
 
-def test_cancel_sends_rst_stream_cancel(origin: Origin) -> None:
+def test_cancel_sends_rst_stream_cancel(origin: ScriptedOrigin) -> None:
     """rfc7540_SUITE lingering_data_counts_toward_connection_window (RFC 9113 5.1,
     6.9): ``cancel`` is RST_STREAM CANCEL on the wire; DATA the server had already
     sent is dropped silently but still counted, so the connection window is refilled."""
@@ -648,7 +617,7 @@ def test_cancel_sends_rst_stream_cancel(origin: Origin) -> None:
     assert gunpy.await_(conn, ref, 0) == ("error", "timeout")  # nothing for the stream
 
 
-def test_max_concurrent_streams_exceeded_fails_at_once(origin: Origin) -> None:
+def test_max_concurrent_streams_exceeded_fails_at_once(origin: ScriptedOrigin) -> None:
     """RFC 9113 5.1.2, Gun 2.2 (gun-reference 4.10): past the server's
     SETTINGS_MAX_CONCURRENT_STREAMS a new request fails at once with
     ``too_many_streams`` (nothing is queued); once a stream ends, requests go again."""
@@ -677,7 +646,7 @@ def test_max_concurrent_streams_exceeded_fails_at_once(origin: Origin) -> None:
 # --------------------------------------------------------------------------- GOAWAY, shutdown
 
 
-def test_goaway_from_server_then_reconnect(origin: Origin) -> None:
+def test_goaway_from_server_then_reconnect(origin: ScriptedOrigin) -> None:
     """RFC 9113 6.8, gun-reference 4.10: streams above the GOAWAY's last-stream-id get
     ``("goaway", code, text)``, gunpy answers GOAWAY NO_ERROR, the streams at or below
     it finish, then ``gun_down(..., "normal", [])`` and the connection comes back
@@ -698,20 +667,20 @@ def test_goaway_from_server_then_reconnect(origin: Origin) -> None:
     for ref, body in ((refs[0], b"zero"), (refs[1], b"one")):
         assert gunpy.await_(conn, ref)[:3] == ("response", "nofin", 200)
         assert gunpy.await_body(conn, ref) == ("ok", body)
-    assert gun_down(conn) == ("gun_down", conn, "http2", "normal", [])
+    assert_receive(gun_down(conn, "http2", "normal", []), after=5000)
     srv.wait_closed()
     assert not [f for f in srv.frames if isinstance(f, HeadersFrame) and f.stream_id > 5]
     # The reconnection: a new preface, and the queued request on it.
     srv2 = H2Server(origin.accept())
     srv2.start()
-    assert gunpy.receive(("gun_up", conn, ANY), after=5000) == ("gun_up", conn, "http2")
+    assert assert_receive(gun_up(conn), after=5000) == ("gun_up", conn, "http2")
     req = srv2.request()
     assert (req.stream_id, headers_of(req)[b":path"]) == (1, b"/later")
     srv2.respond(1, status=204)
     assert gunpy.await_(conn, later) == ("response", "fin", 204, [])
 
 
-def test_goaway_with_an_error_code(origin: Origin) -> None:
+def test_goaway_with_an_error_code(origin: ScriptedOrigin) -> None:
     """RFC 9113 6.8: the GOAWAY's error code is in the ``goaway`` stream errors."""
     conn, srv = connect(origin)
     ref = gunpy.get(conn, "/")
@@ -720,10 +689,10 @@ def test_goaway_with_an_error_code(origin: Origin) -> None:
     assert gunpy.await_(conn, ref) == (
         "error", ("stream_error", ("goaway", "enhance_your_calm", GOAWAY_TEXT))
     )  # fmt: skip
-    assert gun_down(conn) == ("gun_down", conn, "http2", "normal", [])
+    assert_receive(gun_down(conn, "http2", "normal", []), after=5000)
 
 
-def test_shutdown_sends_goaway_no_error_and_waits(origin: Origin) -> None:
+def test_shutdown_sends_goaway_no_error_and_waits(origin: ScriptedOrigin) -> None:
     """rfc7540_SUITE/shutdown_SUITE http2_gun_shutdown_many_streams (RFC 9113 6.8,
     Gun 2.2 fix): ``shutdown`` sends GOAWAY NO_ERROR, the running stream finishes,
     then the connection exits with reason ``shutdown`` (no gun_down)."""
@@ -737,12 +706,12 @@ def test_shutdown_sends_goaway_no_error_and_waits(origin: Origin) -> None:
     srv.respond(sid, body=b"done")
     assert gunpy.await_(conn, ref, mref)[:3] == ("response", "nofin", 200)
     assert gunpy.await_body(conn, ref, mref) == ("ok", b"done")
-    assert exit_reason(mref) == "shutdown"
+    assert_receive(down(mref, "shutdown"), after=5000)
     srv.wait_closed()
-    assert gunpy.receive(("gun_down", conn, ANY, ANY, ANY), after=0) is TIMEOUT
+    refute_receive(gun_down(conn), after=0)
 
 
-def test_shutdown_without_streams_closes_at_once(origin: Origin) -> None:
+def test_shutdown_without_streams_closes_at_once(origin: ScriptedOrigin) -> None:
     """shutdown_SUITE http2_gun_shutdown_no_streams: GOAWAY NO_ERROR, then the
     connection closes without waiting for closing_timeout."""
     conn, srv = connect(origin)
@@ -750,10 +719,10 @@ def test_shutdown_without_streams_closes_at_once(origin: Origin) -> None:
     gunpy.shutdown(conn)
     assert srv.expect_frame(GoAwayFrame).error_code == ErrorCodes.NO_ERROR
     srv.wait_closed(timeout=2.0)  # closing_timeout is 15 s
-    assert exit_reason(mref) == "shutdown"
+    assert_receive(down(mref, "shutdown"), after=5000)
 
 
-def test_push_refused_while_shutting_down(origin: Origin) -> None:
+def test_push_refused_while_shutting_down(origin: ScriptedOrigin) -> None:
     """shutdown_SUITE http2_gun_shutdown_ignore_push (gun-reference 4.10): a
     PUSH_PROMISE that arrives after our GOAWAY is refused with RST_STREAM CANCEL;
     the stream that was running still finishes."""
@@ -773,14 +742,14 @@ def test_push_refused_while_shutting_down(origin: Origin) -> None:
     assert reset.error_code == ErrorCodes.CANCEL
     srv.respond(sid, status=204)
     assert gunpy.await_(conn, ref, mref) == ("response", "fin", 204, [])
-    assert exit_reason(mref) == "shutdown"
-    assert gunpy.receive(("gun_push", conn, ANY, ANY, ANY, ANY, ANY), after=0) is TIMEOUT
+    assert_receive(down(mref, "shutdown"), after=5000)
+    refute_receive(("gun_push", conn, ANY, ANY, ANY, ANY, ANY), after=0)
 
 
 # --------------------------------------------------------------------------- server push
 
 
-def test_server_push(origin: Origin) -> None:
+def test_server_push(origin: ScriptedOrigin) -> None:
     """RFC 9113 8.4, gun-reference 2 (gun_push): the PUSH_PROMISE gives
     ``("gun_push", conn, ref, new_ref, method, uri, headers)`` before the original
     response; the pushed response comes under ``new_ref``."""
@@ -796,8 +765,7 @@ def test_server_push(origin: Origin) -> None:
     )  # fmt: skip
     srv.respond(sid, headers=[(b"content-type", b"text/html")], body=b"<html></html>")
     srv.respond(2, headers=[(b"content-type", b"text/css")], body=b"body{}")
-    push = gunpy.receive(("gun_push", conn, ref, ANY, ANY, ANY, ANY), after=5000)
-    assert push is not TIMEOUT
+    push = assert_receive(("gun_push", conn, ref, ANY, ANY, ANY, ANY), after=5000)
     new_ref = push[3]
     assert push == (
         "gun_push", conn, ref, new_ref, "GET",
@@ -812,7 +780,7 @@ def test_server_push(origin: Origin) -> None:
     assert gunpy.await_body(conn, new_ref) == ("ok", b"body{}")
 
 
-def test_server_push_is_before_the_response_in_await(origin: Origin) -> None:
+def test_server_push_is_before_the_response_in_await(origin: ScriptedOrigin) -> None:
     """gun-reference 1 (await): ``await_`` on the original ref gives ``("push", new_ref,
     method, uri, headers)`` first, then the response."""
     conn, srv = connect(origin)
@@ -829,6 +797,7 @@ def test_server_push_is_before_the_response_in_await(origin: Origin) -> None:
     assert gunpy.await_(conn, ref) == ("response", "fin", 204, [])
     srv.respond(2, body=b"js")
     assert gunpy.await_(conn, first[1])[:3] == ("response", "nofin", 200)
+    assert gunpy.await_(conn, first[1]) == ("data", "fin", b"js")
 
 
 @pytest.mark.parametrize(
@@ -837,7 +806,7 @@ def test_server_push_is_before_the_response_in_await(origin: Origin) -> None:
     ids=["other_authority", "other_scheme"],
 )
 def test_push_for_another_origin_is_refused(
-    origin: Origin, scheme: bytes, authority: bytes | None
+    origin: ScriptedOrigin, scheme: bytes, authority: bytes | None
 ) -> None:
     """rfc7540_SUITE push_promise_invalid_authority (Gun 2.4; RFC 9113 8.4): a push for
     another scheme or authority is refused with RST_STREAM PROTOCOL_ERROR and never
@@ -856,13 +825,13 @@ def test_push_for_another_origin_is_refused(
     srv.respond(sid, body=b"ok")
     assert gunpy.await_(conn, ref) == ("response", "nofin", 200, [])
     assert gunpy.await_body(conn, ref) == ("ok", b"ok")
-    assert gunpy.receive(("gun_push", conn, ANY, ANY, ANY, ANY, ANY), after=0) is TIMEOUT
+    refute_receive(("gun_push", conn, ANY, ANY, ANY, ANY, ANY), after=0)
 
 
 # --------------------------------------------------------------------------- flow control
 
 
-def test_flow_one_message_then_the_window_is_withheld(origin: Origin) -> None:
+def test_flow_one_message_then_the_window_is_withheld(origin: ScriptedOrigin) -> None:
     """flow_SUITE flow_http2 (RFC 9113 6.9, gun-reference 4.5): with ``flow: 1`` one
     ``gun_data`` is delivered, then no stream WINDOW_UPDATE goes out, so the server
     is stopped by its window (other streams still flow); ``update_flow`` sends the
@@ -898,7 +867,7 @@ def test_flow_one_message_then_the_window_is_withheld(origin: Origin) -> None:
 # --------------------------------------------------------------------------- settings, ping
 
 
-def test_notify_settings_changed(origin: Origin) -> None:
+def test_notify_settings_changed(origin: ScriptedOrigin) -> None:
     """Gun 2.2 (gun-reference 2): with ``notify_settings_changed`` every SETTINGS from
     the server gives the owner ``("gun_notify", conn, "settings_changed", map)``: all
     the server's settings so far, defaults included."""
@@ -907,7 +876,7 @@ def test_notify_settings_changed(origin: Origin) -> None:
         {SettingCodes.MAX_CONCURRENT_STREAMS: 7, SettingCodes.INITIAL_WINDOW_SIZE: 100000},
         http2_opts={"notify_settings_changed": True},
     )
-    first = gunpy.receive(("gun_notify", conn, "settings_changed", ANY), after=5000)
+    first = assert_receive(("gun_notify", conn, "settings_changed", ANY), after=5000)
     assert first == (
         "gun_notify", conn, "settings_changed",
         {
@@ -931,16 +900,16 @@ def test_notify_settings_changed(origin: Origin) -> None:
     )  # fmt: skip
 
 
-def test_no_settings_notification_by_default(origin: Origin) -> None:
+def test_no_settings_notification_by_default(origin: ScriptedOrigin) -> None:
     """gun-reference 3.3: ``notify_settings_changed`` is off by default."""
     conn, srv = connect(origin)
     srv.h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: 3})
     srv.flush()
     srv.expect(SettingsAcknowledged)
-    assert gunpy.receive(("gun_notify", conn, ANY, ANY), after=0) is TIMEOUT
+    refute_receive(("gun_notify", conn, ANY, ANY), after=0)
 
 
-def test_ping_ack_out_of_order(origin: Origin) -> None:
+def test_ping_ack_out_of_order(origin: ScriptedOrigin) -> None:
     """ping_SUITE gun_ping (RFC 9113 6.7, Gun 4.6): ``ping`` sends a PING whose payload
     is 10000 or more (below is Gun's keepalive), the ack gives
     ``("gun_notify", conn, "ping_ack", ref)``; acks answered out of order still find
@@ -962,7 +931,7 @@ def test_ping_ack_out_of_order(origin: Origin) -> None:
     assert gunpy.await_(conn, r1) == ("notify", "ping_ack", r1)
 
 
-def test_ping_reply_to(origin: Origin) -> None:
+def test_ping_reply_to(origin: ScriptedOrigin) -> None:
     """ping_SUITE / gun-reference 4.8: ``ping(conn, {"reply_to": pid})`` sends the ack
     to that process."""
     conn, srv = connect(origin)
@@ -972,10 +941,10 @@ def test_ping_reply_to(origin: Origin) -> None:
     srv.expect(PingReceived)
     msg = box.receive((("gun_notify", conn, "ping_ack", ANY),), 5.0)
     assert msg == ("gun_notify", conn, "ping_ack", ref)
-    assert gunpy.receive(("gun_notify", conn, ANY, ANY), after=0) is TIMEOUT
+    refute_receive(("gun_notify", conn, ANY, ANY), after=0)
 
 
-def test_keepalive_pings(origin: Origin) -> None:
+def test_keepalive_pings(origin: ScriptedOrigin) -> None:
     """Gun 4.6 (http2_opts ``keepalive``): a PING with payload 0 every ``keepalive`` ms;
     acked ones keep the connection up (``keepalive_tolerance`` is not reached)."""
     conn, srv = connect(origin, http2_opts={"keepalive": 30, "keepalive_tolerance": 1})
@@ -985,17 +954,17 @@ def test_keepalive_pings(origin: Origin) -> None:
     ref = gunpy.get(conn, "/")
     srv.respond(srv.request().stream_id, status=204)
     assert gunpy.await_(conn, ref) == ("response", "fin", 204, [])
-    assert gunpy.receive(("gun_down", conn, ANY, ANY, ANY), after=0) is TIMEOUT
+    refute_receive(gun_down(conn), after=0)
 
 
-def test_keepalive_tolerance(origin: Origin) -> None:
+def test_keepalive_tolerance(origin: ScriptedOrigin) -> None:
     """rfc7540_SUITE keepalive_tolerance_ping_ack_timeout (Gun 4.6): when
     ``keepalive_tolerance`` pings are unacked at the next tick, the connection ends
     with a NO_ERROR connection error."""
     conn, srv = connect(origin, h2=True, http2_opts={"keepalive": 30, "keepalive_tolerance": 2})
     srv.use_h2 = False  # from now on nothing is answered
     text = "The number of unacknowledged pings exceed the configured tolerance value."
-    assert gun_down(conn) == (
+    assert assert_receive(gun_down(conn), after=5000) == (
         "gun_down", conn, "http2", ("error", ("connection_error", "no_error", text)), []
     )  # fmt: skip
     goaway = srv.expect_frame(GoAwayFrame)
@@ -1004,7 +973,7 @@ def test_keepalive_tolerance(origin: Origin) -> None:
     assert len(pings) == 2
 
 
-def test_keepalive_tolerance_ignores_unrequested_acks(origin: Origin) -> None:
+def test_keepalive_tolerance_ignores_unrequested_acks(origin: ScriptedOrigin) -> None:
     """rfc7540_SUITE keepalive_tolerance_unrequested_ping_ack (Gun 2.4 fix): PING acks
     nobody asked for are tolerated and give no credit: the tolerance still ends a
     connection whose keepalive pings go unanswered."""
@@ -1015,7 +984,7 @@ def test_keepalive_tolerance_ignores_unrequested_acks(origin: Origin) -> None:
         ack.flags.add("ACK")
         srv.send(frame_bytes(ack))
     text = "The number of unacknowledged pings exceed the configured tolerance value."
-    assert gun_down(conn) == (
+    assert assert_receive(gun_down(conn), after=5000) == (
         "gun_down", conn, "http2", ("error", ("connection_error", "no_error", text)), []
     )  # fmt: skip
 
@@ -1029,7 +998,7 @@ def test_keepalive_tolerance_ignores_unrequested_acks(origin: Origin) -> None:
     ids=["window_20000", "window_1000_threshold_1000"],
 )
 def test_request_body_waits_for_the_servers_window(
-    origin: Origin, window: int, opts: dict[str, Any]
+    origin: ScriptedOrigin, window: int, opts: dict[str, Any]
 ) -> None:
     """RFC 9113 5.2 and 6.9.2 (cowlib's send_or_queue_data): a request body larger
     than the server's initial stream window goes out as WINDOW_UPDATEs arrive.  As in
@@ -1057,7 +1026,7 @@ def test_request_body_waits_for_the_servers_window(
     assert gunpy.await_(conn, ref) == ("response", "fin", 204, [])
 
 
-def test_one_gun_data_per_data_frame(origin: Origin) -> None:
+def test_one_gun_data_per_data_frame(origin: ScriptedOrigin) -> None:
     """RFC 9113 6.1 (Gun's data_frame): every DATA frame is one ``gun_data``; Gun does
     not merge them, even when they arrive in one read; an empty DATA frame with
     END_STREAM is an empty ``fin``."""
@@ -1078,7 +1047,7 @@ def test_one_gun_data_per_data_frame(origin: Origin) -> None:
     ]
 
 
-def test_streamed_request_body_with_data(origin: Origin) -> None:
+def test_streamed_request_body_with_data(origin: ScriptedOrigin) -> None:
     """gun-reference 1 (``data/4``) over HTTP/2: ``headers`` opens the stream, each
     ``data`` is a DATA frame, an empty ``fin`` is an empty DATA frame with END_STREAM."""
     conn, srv = connect(origin)
@@ -1101,9 +1070,10 @@ def test_streamed_request_body_with_data(origin: Origin) -> None:
     )  # fmt: skip
     srv.respond(sid, body=b"ok")
     assert gunpy.await_(conn, ref)[:3] == ("response", "nofin", 200)
+    assert gunpy.await_(conn, ref) == ("data", "fin", b"ok")
 
 
-def test_inform_then_response_and_trailers(origin: Origin) -> None:
+def test_inform_then_response_and_trailers(origin: ScriptedOrigin) -> None:
     """RFC 9113 8.1: 1xx HEADERS give ``gun_inform``; trailers (a HEADERS frame with
     END_STREAM after DATA) give ``gun_trailers``, which ``await_body`` returns."""
     conn, srv = connect(origin)
@@ -1118,7 +1088,7 @@ def test_inform_then_response_and_trailers(origin: Origin) -> None:
     assert gunpy.await_body(conn, ref) == ("ok", b"hello", [("x-checksum", "abc")])
 
 
-def test_stream_info(origin: Origin) -> None:
+def test_stream_info(origin: ScriptedOrigin) -> None:
     """gun_SUITE stream_info_http2: a running stream's info; None once it is done."""
     conn, srv = connect(origin)
     ref = gunpy.get(conn, "/")
@@ -1133,7 +1103,7 @@ def test_stream_info(origin: Origin) -> None:
     assert gunpy.stream_info(conn, ref) == ("ok", None)
 
 
-def test_server_closes_the_socket_with_streams_open(origin: Origin) -> None:
+def test_server_closes_the_socket_with_streams_open(origin: ScriptedOrigin) -> None:
     """gun-reference 4.2: a lost connection errors the open streams with ``closed``
     and ``gun_down`` lists them."""
     conn, srv = connect(origin)
@@ -1144,25 +1114,25 @@ def test_server_closes_the_socket_with_streams_open(origin: Origin) -> None:
     srv.oc.close()
     assert gunpy.await_(conn, r1) == ("error", ("stream_error", "closed"))
     assert gunpy.await_(conn, r2) == ("error", ("stream_error", "closed"))
-    down = gun_down(conn)
-    assert down[:4] == ("gun_down", conn, "http2", "closed")
-    assert sorted(map(id, down[4])) == sorted(map(id, [r1, r2]))
+    down_msg = assert_receive(gun_down(conn), after=5000)
+    assert down_msg[:4] == ("gun_down", conn, "http2", "closed")
+    assert sorted(map(id, down_msg[4])) == sorted(map(id, [r1, r2]))
 
 
-def test_goaway_without_streams_closes_at_once(origin: Origin) -> None:
+def test_goaway_without_streams_closes_at_once(origin: ScriptedOrigin) -> None:
     """RFC 9113 6.8: a GOAWAY while nothing runs: gunpy answers GOAWAY NO_ERROR and
     closes at once with ``gun_down(..., "normal", [])``."""
     conn, srv = connect(origin)
     srv.send(goaway_frame(last=0))
     assert srv.expect(ConnectionTerminated).error_code == ErrorCodes.NO_ERROR
-    assert gun_down(conn) == ("gun_down", conn, "http2", "normal", [])
+    assert_receive(gun_down(conn, "http2", "normal", []), after=5000)
     srv.wait_closed()
 
 
 # --------------------------------------------------------------------------- Websocket (RFC 8441)
 
 
-def test_ws_upgrade_refused_without_enable_connect_protocol(origin: Origin) -> None:
+def test_ws_upgrade_refused_without_enable_connect_protocol(origin: ScriptedOrigin) -> None:
     """RFC 8441 3 (a gunpy difference, see gunpy/protocols/http2.py): a server whose
     SETTINGS do not set SETTINGS_ENABLE_CONNECT_PROTOCOL gets no extended CONNECT; the
     upgrade fails at once with a ``badstate`` that says why."""
@@ -1177,7 +1147,7 @@ def test_ws_upgrade_refused_without_enable_connect_protocol(origin: Origin) -> N
     assert not [f for f in srv.frames if isinstance(f, HeadersFrame)]
 
 
-def test_ws_upgrade_sends_an_extended_connect(origin: Origin) -> None:
+def test_ws_upgrade_sends_an_extended_connect(origin: ScriptedOrigin) -> None:
     """RFC 8441 4 and 5 (ws_SUITE http2 group): ``ws_upgrade`` is a CONNECT with
     ``:protocol websocket`` and ``sec-websocket-version: 13``, without the HTTP/1.1
     key, ``connection`` or ``upgrade``; a 200 gives ``gun_upgrade``."""
@@ -1200,20 +1170,20 @@ def test_ws_upgrade_sends_an_extended_connect(origin: Origin) -> None:
 # --------------------------------------------------------------------------- odds and ends
 
 
-def test_ping_made_before_the_connection_is_up(origin: Origin) -> None:
+def test_ping_made_before_the_connection_is_up(origin: ScriptedOrigin) -> None:
     """Gun postpones every cast while not connected (gun-reference 4.1): a ping made
     right after ``open`` goes out once the connection is up, and is acked."""
-    ok, conn = gunpy.open("127.0.0.1", origin.port, {"protocols": ["http2"], "retry": 0})
-    _opened.append(conn)
+    conn = open_h2(origin)
     ref = gunpy.ping(conn)
     srv = H2Server(origin.accept())
     srv.start()
     ping = srv.expect(PingReceived)
     assert int.from_bytes(ping.ping_data, "big") >= 10000
     assert gunpy.await_(conn, ref) == ("notify", "ping_ack", ref)
+    assert_receive(gun_up(conn, "http2"))
 
 
-def test_connection_error_reaches_every_reply_to(origin: Origin) -> None:
+def test_connection_error_reaches_every_reply_to(origin: ScriptedOrigin) -> None:
     """gun-reference 4.8 (Gun's connection_error): a protocol error from the server is
     sent as ``("gun_error", conn, (code, text))`` to each distinct reply_to with an
     open stream, then GOAWAY with that code and ``gun_down``."""
@@ -1234,11 +1204,14 @@ def test_connection_error_reaches_every_reply_to(origin: Origin) -> None:
     theirs = box.receive((("gun_error", conn, ANY),), 5.0)
     assert theirs == ("gun_error", conn, (code, text))
     # One connection error per reply_to, not per stream: r3 gets its "closed" next.
-    down = gun_down(conn)
-    assert down[:4] == ("gun_down", conn, "http2", ("error", ("connection_error", code, text)))
-    assert sorted(map(id, down[4])) == sorted(map(id, [r1, r2, r3]))
+    down_msg = assert_receive(gun_down(conn), after=5000)
+    assert down_msg[:4] == ("gun_down", conn, "http2", ("error", ("connection_error", code, text)))
+    assert sorted(map(id, down_msg[4])) == sorted(map(id, [r1, r2, r3]))
     assert srv.expect_frame(GoAwayFrame).error_code == ErrorCodes.PROTOCOL_ERROR
-    assert gunpy.receive(("gun_error", conn, ANY), after=0) is TIMEOUT
+    closed = ("closed", ("error", ("connection_error", code, text)))
+    assert_receive(gun_error(conn, r1, closed), after=0)
+    assert_receive(gun_error(conn, r3, closed), after=0)
+    refute_receive(gun_conn_error(conn), after=0)
 
 
 def _send_header_block(srv: H2Server, sid: int, size: int, chunk: int) -> None:
@@ -1252,7 +1225,7 @@ def _send_header_block(srv: H2Server, sid: int, size: int, chunk: int) -> None:
     srv.send(b"".join(frame_bytes(f) for f in frames))
 
 
-def test_fragmented_header_block_within_the_limit(origin: Origin) -> None:
+def test_fragmented_header_block_within_the_limit(origin: ScriptedOrigin) -> None:
     """RFC 9113 6.10 (Gun 2.1 ``max_fragmented_header_block_size``, 32768): a header
     block cut in HEADERS + CONTINUATION frames is put back together."""
     conn, srv = connect(origin)
@@ -1273,7 +1246,7 @@ def test_fragmented_header_block_within_the_limit(origin: Origin) -> None:
     ],
     ids=["limit_passed_mid_block", "limit_passed_by_the_last_frame"],
 )
-def test_fragmented_header_block_too_large(origin: Origin, size: int, chunk: int) -> None:
+def test_fragmented_header_block_too_large(origin: ScriptedOrigin, size: int, chunk: int) -> None:
     """cowlib's continuation_frame_append (Gun 2.1 ``max_fragmented_header_block_size``,
     32768; RFC 9113 10.5.1): a header block whose fragments add up to more than the
     limit is an ENHANCE_YOUR_CALM connection error, whichever CONTINUATION frame
@@ -1289,41 +1262,38 @@ def test_fragmented_header_block_too_large(origin: Origin, size: int, chunk: int
         "error", ("connection_error", ("enhance_your_calm", text))
     )  # fmt: skip
     assert srv.expect_frame(GoAwayFrame).error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    reason = ("error", ("connection_error", "enhance_your_calm", text))
+    assert_receive(gun_error(conn, ref, ("closed", reason)), after=5000)
+    assert_receive(gun_down(conn, "http2", reason, [ref]), after=5000)
 
 
-def test_tls_without_alpn_answer_is_http11(trustme_ca: TLSFiles) -> None:
+def test_tls_without_alpn_answer_is_http11(
+    scripted_origin: OriginFactory, tls_pair: TLSPair
+) -> None:
     """Gun 3.1 (gun-reference 4.10): over TLS with the default protocols
     ``["http2", "http"]``, a server that does not answer ALPN gets HTTP/1.1."""
-    with Origin(tls=trustme_ca.server_context()) as origin:  # no ALPN on the server
-        ok, conn = gunpy.open(
-            "127.0.0.1",
-            origin.port,
-            {"transport": "tls", "retry": 0, "tls_opts": {"cacertfile": str(trustme_ca.ca_file)}},
-        )
-        _opened.append(conn)
-        assert gunpy.await_up(conn) == ("ok", "http")
-        oc = origin.accept()
-        ref = gunpy.get(conn, "/")
-        assert oc.recv_request().startswith(b"GET / HTTP/1.1\r\n")
-        oc.send(b"HTTP/1.1 204 No Content\r\n\r\n")
-        assert gunpy.await_(conn, ref)[:3] == ("response", "fin", 204)
+    origin = scripted_origin(tls=tls_pair.server_context())  # no ALPN on the server
+    conn = origin.open({"transport": "tls", "tls_opts": {"cacertfile": tls_pair.ca_file}})
+    assert gunpy.await_up(conn) == ("ok", "http")
+    oc = origin.accept()
+    ref = gunpy.get(conn, "/")
+    assert oc.recv_request().startswith(b"GET / HTTP/1.1\r\n")
+    oc.send(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert gunpy.await_(conn, ref)[:3] == ("response", "fin", 204)
 
 
-def test_tls_alpn_h2_with_a_scripted_server(trustme_ca: TLSFiles) -> None:
+def test_tls_alpn_h2_with_a_scripted_server(
+    scripted_origin: OriginFactory, tls_pair: TLSPair
+) -> None:
     """Gun 3.1: ALPN ``h2`` selects HTTP/2 (the client offers h2 then http/1.1)."""
-    with Origin(tls=trustme_ca.server_context(alpn=["h2", "http/1.1"])) as origin:
-        ok, conn = gunpy.open(
-            "127.0.0.1",
-            origin.port,
-            {"transport": "tls", "retry": 0, "tls_opts": {"cacertfile": str(trustme_ca.ca_file)}},
-        )
-        _opened.append(conn)
-        assert gunpy.await_up(conn) == ("ok", "http2")
-        oc = origin.accept()
-        assert isinstance(oc.sock, ssl.SSLSocket) and oc.sock.selected_alpn_protocol() == "h2"
-        srv = H2Server(oc)
-        srv.start()
-        ref = gunpy.get(conn, "/")
-        assert headers_of(srv.request())[b":scheme"] == b"https"
-        srv.respond(1, status=204)
-        assert gunpy.await_(conn, ref) == ("response", "fin", 204, [])
+    origin = scripted_origin(tls=tls_pair.server_context(alpn=["h2", "http/1.1"]))
+    conn = origin.open({"transport": "tls", "tls_opts": {"cacertfile": tls_pair.ca_file}})
+    assert gunpy.await_up(conn) == ("ok", "http2")
+    oc = origin.accept()
+    assert isinstance(oc.sock, ssl.SSLSocket) and oc.sock.selected_alpn_protocol() == "h2"
+    srv = H2Server(oc)
+    srv.start()
+    ref = gunpy.get(conn, "/")
+    assert headers_of(srv.request())[b":scheme"] == b"https"
+    srv.respond(1, status=204)
+    assert gunpy.await_(conn, ref) == ("response", "fin", 204, [])

@@ -1,74 +1,77 @@
 """HTTP/1.1 against a scripted origin: exact bytes in, exact messages out.
 
-Every test drives a loopback origin (tests/origin.py, Gun's ``gun_test:init_origin``)
-that records every byte gunpy sends and answers with scripted bytes.  Each docstring
-names the RFC 9112 / RFC 9110 section, the gun-reference section, or the Gun test
-suite case the test mirrors.  Nothing sleeps: tests wait on messages (with
-timeouts), on Events, or on the origin's blocking reads (with timeouts).
+Every test drives a loopback origin (``gunpy.testing``'s ``scripted_origin``, Gun's
+``gun_test:init_origin``) that records every byte gunpy sends and answers with
+scripted bytes.  Each docstring names the RFC 9112 / RFC 9110 section, the
+gun-reference section, or the Gun test suite case the test mirrors.  Nothing
+sleeps: tests wait on messages (with timeouts), on Events, or on the origin's
+reads (with timeouts).  Every test starts with an empty mailbox and must leave no
+Gun message unread (``gun_mailbox``); the connections ``origin.open()`` made are
+closed after the test.
 """
 
 from __future__ import annotations
 
-import errno
 import socket
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import trustme
 
 import gunpy
 from gunpy import ANY, TIMEOUT, OwnerActor
-from tests.origin import Origin, OriginConn, refused_port
+from gunpy.testing import (
+    GunMailbox,
+    OriginConn,
+    OriginFactory,
+    ScriptedOrigin,
+    TLSPair,
+    assert_receive,
+    down,
+    gun_conn_error,
+    gun_data,
+    gun_down,
+    gun_error,
+    gun_response,
+    gun_up,
+    refused_port,
+    refute_receive,
+)
 
 # --------------------------------------------------------------------------- helpers
 
-_opened: list[gunpy.Pid] = []
-
 
 @pytest.fixture(autouse=True)
-def _cleanup() -> Iterator[None]:
-    """Close every connection a test opened and empty the test thread's mailbox."""
-    _opened.clear()
+def _fresh_mailbox(gun_mailbox: GunMailbox) -> Iterator[None]:
+    """An empty mailbox for each test; a Gun message left unread fails it."""
     yield
-    for conn in _opened:
-        if conn.is_alive():
-            gunpy.close(conn)
-    _opened.clear()
-    while gunpy.receive(after=0) is not TIMEOUT:
-        pass
 
 
 @pytest.fixture
-def origin() -> Iterator[Origin]:
-    o = Origin()
-    yield o
-    o.stop()
+def origin(scripted_origin: OriginFactory) -> ScriptedOrigin:
+    return scripted_origin()
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
+def listen(scripted_origin: OriginFactory, host: str, port: int, **kw: Any) -> ScriptedOrigin:
+    """An origin on ``host``:``port`` (skips the test when it cannot be bound)."""
+    try:
+        return scripted_origin(host=host, port=port, **kw)
+    except PermissionError:
+        pytest.skip(f"binding {host} port {port} needs root or CAP_NET_BIND_SERVICE")
+    except OSError as e:
+        pytest.skip(f"cannot bind {host} port {port}: {e}")
 
 
-def open_http(port: int, host: str = "127.0.0.1", **opts: Any) -> gunpy.Pid:
-    """``gunpy.open`` with ``retry: 0`` unless given; the connection is closed after the test."""
-    ok, conn = gunpy.open(host, port, {"retry": 0, **opts})
-    assert ok == "ok", conn
-    _opened.append(conn)
-    return conn
-
-
-def connect(origin: Origin, **opts: Any) -> tuple[gunpy.Pid, OriginConn]:
-    """Open, wait for gun_up, and accept the connection on the origin's side."""
-    conn = open_http(origin.port, **opts)
+def connect(origin: ScriptedOrigin, **opts: Any) -> tuple[gunpy.Pid, OriginConn]:
+    """Open (``retry: 0`` unless given), wait for gun_up, and accept the connection on
+    the origin's side.  The connection is closed after the test."""
+    conn = origin.open(opts)
     assert gunpy.await_up(conn) == ("ok", "http")
     return conn, origin.accept()
 
 
-def host(origin: Origin) -> bytes:
+def host(origin: ScriptedOrigin) -> bytes:
     return b"127.0.0.1:%d" % origin.port
 
 
@@ -85,15 +88,14 @@ def next_msgs(conn: gunpy.Pid, n: int, after: int = 3000) -> list[Any]:
     """The next ``n`` messages from ``conn``, in arrival order."""
     out: list[Any] = []
     for _ in range(n):
-        m = gunpy.receive(of(conn), after=after)
-        assert m is not TIMEOUT, f"expected {n} messages from the connection, got {out!r}"
-        out.append(m)
+        out.append(
+            assert_receive(
+                of(conn),
+                after=after,
+                message=f"expected {n} messages from the connection, got {out!r}",
+            )
+        )
     return out
-
-
-def silent(pattern: Any, after: int = 200) -> bool:
-    """Nothing matching ``pattern`` arrives within ``after`` ms."""
-    return gunpy.receive(pattern, after=after) is TIMEOUT
 
 
 def resp(body: bytes = b"ok", *headers: bytes, status: bytes = b"200 OK") -> bytes:
@@ -114,15 +116,14 @@ def get_head(path: bytes, hostport: bytes, *headers: bytes, version: bytes = b"H
 
 
 def down_reason(mref: gunpy.Ref, after: int = 5000) -> Any:
-    msg = gunpy.receive(("DOWN", mref, "process", ANY, ANY), after=after)
-    assert msg is not TIMEOUT, "the connection process did not exit"
-    return msg[4]
+    """The exit reason in the ``DOWN`` of monitor ``mref``."""
+    return assert_receive(down(mref), after=after)[4]
 
 
 # =========================================================================== wire format
 
 
-def test_get_is_sent_byte_for_byte_as_gun_sends_it(origin: Origin) -> None:
+def test_get_is_sent_byte_for_byte_as_gun_sends_it(origin: ScriptedOrigin) -> None:
     """Gun 2.4.1's capture (peers README): request line, content-length: 0, host, then
     the user's headers, lower-case names, no user-agent (RFC 9112 3, 9110 7.2)."""
     conn, server = connect(origin)
@@ -144,7 +145,7 @@ def test_get_is_sent_byte_for_byte_as_gun_sends_it(origin: Origin) -> None:
     ids=["head", "options", "delete", "request"],
 )
 def test_bodyless_methods_send_content_length_0(
-    origin: Origin, call: Callable[[gunpy.Pid], Any], method: bytes
+    origin: ScriptedOrigin, call: Callable[[gunpy.Pid], Any], method: bytes
 ) -> None:
     """Gun's get/head/options/delete are ``request(..., <<>>)``: content-length: 0."""
     conn, server = connect(origin)
@@ -155,7 +156,7 @@ def test_bodyless_methods_send_content_length_0(
 
 
 @pytest.mark.parametrize("fun", [gunpy.post, gunpy.put, gunpy.patch])
-def test_methods_with_a_full_body(origin: Origin, fun: Callable[..., Any]) -> None:
+def test_methods_with_a_full_body(origin: ScriptedOrigin, fun: Callable[..., Any]) -> None:
     """post/put/patch with a body: content-length set to its size (Gun 4.9)."""
     conn, server = connect(origin)
     fun(conn, "/r", [("content-type", "text/plain")], b"hello")
@@ -164,32 +165,6 @@ def test_methods_with_a_full_body(origin: Origin, fun: Callable[..., Any]) -> No
         b"%s /r HTTP/1.1\r\ncontent-length: 5\r\nhost: %s\r\ncontent-type: text/plain\r\n\r\nhello"
         % (method, host(origin))
     )
-
-
-def _listen(family: socket.AddressFamily, addr: tuple[Any, ...]) -> socket.socket:
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind(addr)
-    except PermissionError:
-        s.close()
-        pytest.skip(f"binding {addr} needs root or CAP_NET_BIND_SERVICE")
-    except OSError as e:
-        s.close()
-        if e.errno == errno.EADDRINUSE:
-            pytest.skip(f"{addr} is in use")
-        pytest.skip(f"cannot bind {addr}: {e}")
-    s.listen(4)
-    s.settimeout(5)
-    return s
-
-
-def _accept(lsock: socket.socket, tls: ssl.SSLContext | None = None) -> OriginConn:
-    sock, _ = lsock.accept()
-    sock.settimeout(5)
-    if tls is not None:
-        sock = tls.wrap_socket(sock, server_side=True)
-    return OriginConn(sock)
 
 
 @pytest.mark.parametrize(
@@ -202,59 +177,42 @@ def _accept(lsock: socket.socket, tls: ssl.SSLContext | None = None) -> OriginCo
     ],
 )
 def test_host_header_omits_the_default_port_of_the_transport(
-    ca: trustme.CA, transport: str, port: int, expected: bytes
+    scripted_origin: OriginFactory, tls_pair: TLSPair, transport: str, port: int, expected: bytes
 ) -> None:
     """rfc7230_SUITE host_default_port_http/https and host_other_port_*: the port is
     left out only when it is the transport's default (RFC 9110 7.2, 4.2.1-4.2.2)."""
-    lsock = _listen(socket.AF_INET, ("127.0.0.80", port))
-    try:
-        tls = None
-        opts: dict[str, Any] = {"transport": transport}
-        if transport == "tls":
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ca.issue_cert("127.0.0.80").configure_cert(tls)
-            opts["tls_opts"] = {"cacerts": ca.cert_pem.bytes().decode()}
-        conn = open_http(port, "127.0.0.80", **opts)
-        gunpy.get(conn, "/")
-        server = _accept(lsock, tls)
-        assert server.recv_request() == get_head(b"/", expected)
-        server.close()
-    finally:
-        lsock.close()
+    opts: dict[str, Any] = {"transport": transport}
+    tls = None
+    if transport == "tls":
+        tls = tls_pair.server_context(hostnames=["127.0.0.80"])
+        opts["tls_opts"] = {"cacerts": tls_pair.ca_pem}
+    origin = listen(scripted_origin, "127.0.0.80", port, tls=tls)
+    conn = origin.open(opts)
+    gunpy.get(conn, "/")
+    assert origin.accept().recv_request() == get_head(b"/", expected)
+    assert_receive(gun_up(conn, "http"))
 
 
-def test_host_header_brackets_ipv6_addresses() -> None:
+def test_host_header_brackets_ipv6_addresses(scripted_origin: OriginFactory) -> None:
     """rfc7230_SUITE host_ipv6: an IPv6 literal is bracketed (RFC 9110 7.2, RFC 3986 3.2.2)."""
-    try:
-        probe = socket.socket(socket.AF_INET6)
-        probe.bind(("::1", 0))
-        probe.close()
-    except OSError as e:
-        pytest.skip(f"IPv6 loopback ::1 is not available here: {e}")
-    lsock = _listen(socket.AF_INET6, ("::1", 0))
-    try:
-        port = lsock.getsockname()[1]
-        conn = open_http(port, "::1")
-        gunpy.get(conn, "/")
-        server = _accept(lsock)
-        assert server.recv_request() == get_head(b"/", b"[::1]:%d" % port)
-        server.close()
-    finally:
-        lsock.close()
+    origin = listen(scripted_origin, "::1", 0)  # skipped where there is no IPv6 loopback
+    conn = origin.open()
+    gunpy.get(conn, "/")
+    assert origin.accept().recv_request() == get_head(b"/", b"[::1]:%d" % origin.port)
+    assert_receive(gun_up(conn, "http"))
 
 
-def test_host_header_is_localhost_over_a_unix_socket() -> None:
+def test_host_header_is_localhost_over_a_unix_socket(scripted_origin: OriginFactory) -> None:
     """ws_SUITE unix_socket / gun:open_unix: the host header defaults to localhost."""
-    with Origin(unix=True) as origin:
-        assert origin.path is not None
-        ok, conn = gunpy.open_unix(origin.path, {"retry": 0})
-        assert ok == "ok"
-        _opened.append(conn)
-        gunpy.get(conn, "/")
-        assert origin.accept().recv_request() == get_head(b"/", b"localhost")
+    origin = scripted_origin(unix=True)
+    assert origin.path is not None
+    conn = origin.open()  # gunpy.open_unix(origin.path, {"retry": 0})
+    gunpy.get(conn, "/")
+    assert origin.accept().recv_request() == get_head(b"/", b"localhost")
+    assert_receive(gun_up(conn, "http"))
 
 
-def test_user_host_header_is_kept(origin: Origin) -> None:
+def test_user_host_header_is_kept(origin: ScriptedOrigin) -> None:
     """Gun adds host only if absent (4.9); the user's one stays where it was given."""
     conn, server = connect(origin)
     gunpy.get(conn, "/", [("x-a", "1"), ("Host", "example.org:8080")])
@@ -272,7 +230,7 @@ def test_user_host_header_is_kept(origin: Origin) -> None:
     ],
     ids=["dict", "list", "tuple-of-bytes"],
 )
-def test_header_input_forms(origin: Origin, headers: Any) -> None:
+def test_header_input_forms(origin: ScriptedOrigin, headers: Any) -> None:
     """gun:normalize_headers: a map or a list, names and values as str or bytes, names
     lower-cased in the caller, values untouched (bytes kept byte for byte)."""
     conn, server = connect(origin)
@@ -284,7 +242,7 @@ def test_header_input_forms(origin: Origin, headers: Any) -> None:
 
 @pytest.mark.parametrize("value", ["a\r\nx-injected: 1", "a\nb", "a\rb"])
 def test_invalid_request_header_raises_at_the_call_and_nothing_is_sent(
-    origin: Origin, value: str
+    origin: ScriptedOrigin, value: str
 ) -> None:
     """Gun 2.4 invalid_request_headers => raise (default): a CR or LF in a value raises
     in the caller (``{invalid_request_header, Name, Msg}``); no byte leaves (RFC 9110 5.5)."""
@@ -302,7 +260,7 @@ def test_invalid_request_header_raises_at_the_call_and_nothing_is_sent(
     assert server.received == get_head(b"/good", host(origin))
 
 
-def test_invalid_request_headers_ignore_sends_the_value_as_given(origin: Origin) -> None:
+def test_invalid_request_headers_ignore_sends_the_value_as_given(origin: ScriptedOrigin) -> None:
     """invalid_request_headers => ignore (req_opts, Gun 2.4): no check; the value is
     written as given (the caller's responsibility)."""
     conn, server = connect(origin)
@@ -310,7 +268,7 @@ def test_invalid_request_headers_ignore_sends_the_value_as_given(origin: Origin)
     assert server.recv_request() == get_head(b"/", host(origin), b"x-a: b", b"x-injected: 1")
 
 
-def test_transform_header_name_recases_outgoing_names_only(origin: Origin) -> None:
+def test_transform_header_name_recases_outgoing_names_only(origin: ScriptedOrigin) -> None:
     """http_opts transform_header_name (Gun #115, #240): host and user names go through
     it; the content-length/transfer-encoding gunpy adds stay lower-case, as Gun's code
     (gun_http:request) adds them after transforming; response names stay lower-case."""
@@ -331,7 +289,9 @@ def test_transform_header_name_recases_outgoing_names_only(origin: Origin) -> No
 # =========================================================================== request framing
 
 
-def test_full_body_replaces_content_length_and_strips_transfer_encoding(origin: Origin) -> None:
+def test_full_body_replaces_content_length_and_strips_transfer_encoding(
+    origin: ScriptedOrigin,
+) -> None:
     """Gun 4.9: with a full body the user's content-length is replaced by the real size
     and any user transfer-encoding is dropped (RFC 9112 6.1-6.2); iodata is flattened."""
     conn, server = connect(origin)
@@ -346,7 +306,7 @@ def test_full_body_replaces_content_length_and_strips_transfer_encoding(origin: 
     )
 
 
-def test_streamed_body_is_chunked(origin: Origin) -> None:
+def test_streamed_body_is_chunked(origin: ScriptedOrigin) -> None:
     """post/3 then data/4: no content-length, so ``transfer-encoding: chunked`` (RFC 9112
     7.1); each data is one chunk, fin adds the last-chunk."""
     conn, server = connect(origin)
@@ -364,7 +324,7 @@ def test_streamed_body_is_chunked(origin: Origin) -> None:
     assert gunpy.await_body(conn, ref) == ("ok", b"done")
 
 
-def test_streamed_body_strips_user_transfer_encoding(origin: Origin) -> None:
+def test_streamed_body_strips_user_transfer_encoding(origin: ScriptedOrigin) -> None:
     """Gun 4.9: the framing is Gun's: a user ``transfer-encoding`` is dropped."""
     conn, server = connect(origin)
     gunpy.headers(conn, "PUT", "/p", [("transfer-encoding", "gzip, chunked")])
@@ -373,7 +333,7 @@ def test_streamed_body_strips_user_transfer_encoding(origin: Origin) -> None:
     )
 
 
-def test_streamed_body_with_user_content_length_is_sent_raw(origin: Origin) -> None:
+def test_streamed_body_with_user_content_length_is_sent_raw(origin: ScriptedOrigin) -> None:
     """A user content-length with data/4: the body goes as is, no chunking (RFC 9112 6.2)."""
     conn, server = connect(origin)
     ref = gunpy.post(conn, "/p", [("content-length", "10")])
@@ -387,14 +347,14 @@ def test_streamed_body_with_user_content_length_is_sent_raw(origin: Origin) -> N
     assert server.recv_request() == get_head(b"/next", host(origin))
 
 
-def test_streamed_body_longer_than_content_length_is_refused(origin: Origin) -> None:
+def test_streamed_body_longer_than_content_length_is_refused(origin: ScriptedOrigin) -> None:
     """gunpy decision (Gun 2.4.1 crashes here): data that would overrun the user's
     content-length is refused with a badstate and not sent; the stream goes on."""
     conn, server = connect(origin)
     ref = gunpy.post(conn, "/p", [("content-length", "3")])
     server.recv_request()
     gunpy.data(conn, ref, "nofin", b"abcd")
-    assert gunpy.receive(of_stream(conn, ref), after=3000) == (
+    assert assert_receive(of_stream(conn, ref), after=3000) == (
         "gun_error",
         conn,
         ref,
@@ -404,9 +364,12 @@ def test_streamed_body_longer_than_content_length_is_refused(origin: Origin) -> 
     assert server.recv_exact(3) == b"abc"
     server.send(resp(b"ok"))
     assert gunpy.await_(conn, ref)[:3] == ("response", "nofin", 200)
+    assert gunpy.await_(conn, ref) == ("data", "fin", b"ok")
 
 
-def test_streamed_body_shorter_than_content_length_closes_the_connection(origin: Origin) -> None:
+def test_streamed_body_shorter_than_content_length_closes_the_connection(
+    origin: ScriptedOrigin,
+) -> None:
     """gunpy decision: a fin before the announced content-length leaves the server
     waiting for bytes that never come: the stream gets a badstate, then the connection
     is closed (the stream killed) rather than reused."""
@@ -423,7 +386,9 @@ def test_streamed_body_shorter_than_content_length_closes_the_connection(origin:
     assert server.wait_closed() == b"ab"
 
 
-def test_empty_nofin_data_is_dropped_and_empty_fin_is_the_last_chunk(origin: Origin) -> None:
+def test_empty_nofin_data_is_dropped_and_empty_fin_is_the_last_chunk(
+    origin: ScriptedOrigin,
+) -> None:
     """gun:data/4: empty nofin data is dropped client-side (an empty chunk would end the
     body); empty fin data sends the last-chunk ``0\\r\\n\\r\\n`` (RFC 9112 7.1)."""
     conn, server = connect(origin)
@@ -439,7 +404,7 @@ def test_empty_nofin_data_is_dropped_and_empty_fin_is_the_last_chunk(origin: Ori
     assert server.received == head + expected
 
 
-def test_request_made_during_a_streamed_body_is_written_after_it(origin: Origin) -> None:
+def test_request_made_during_a_streamed_body_is_written_after_it(origin: ScriptedOrigin) -> None:
     """gunpy decision (http.py docstring): Gun has no code path for a request made while
     a streamed body is unfinished; gunpy holds it and writes it after the fin."""
     conn, server = connect(origin)
@@ -461,7 +426,7 @@ def test_request_made_during_a_streamed_body_is_written_after_it(origin: Origin)
     assert gunpy.await_body(conn, get) == ("ok", b"2")
 
 
-def test_http10_request_line_and_close_delimited_body(origin: Origin) -> None:
+def test_http10_request_line_and_close_delimited_body(origin: ScriptedOrigin) -> None:
     """http_opts version 'HTTP/1.0' (Gun 3.2, 4.9): an HTTP/1.0 request line; a streamed
     body has no chunked coding so it is sent as is (RFC 1945 7.2, RFC 9112 C.2.1); the
     connection closes after the response (no keep-alive)."""
@@ -483,7 +448,7 @@ def test_http10_request_line_and_close_delimited_body(origin: Origin) -> None:
     assert server.wait_closed() == b""  # /later never went out; gunpy closed the socket
 
 
-def test_http10_get_request_line(origin: Origin) -> None:
+def test_http10_get_request_line(origin: ScriptedOrigin) -> None:
     """HTTP/1.0 get: same header block as 1.1 with the 1.0 version (Gun 3.2)."""
     conn, server = connect(origin, http_opts={"version": "HTTP/1.0"})
     gunpy.get(conn, "/x", [("x-a", "1")])
@@ -493,7 +458,7 @@ def test_http10_get_request_line(origin: Origin) -> None:
 # =========================================================================== responses
 
 
-def test_content_length_body_with_await_and_await_body(origin: Origin) -> None:
+def test_content_length_body_with_await_and_await_body(origin: ScriptedOrigin) -> None:
     """RFC 9112 6.3 item 6: content-length delimits the body; await_/await_body shapes
     ``("response", fin, status, headers)`` and ``("ok", body)`` (gun:await/await_body)."""
     conn, server = connect(origin)
@@ -511,7 +476,7 @@ def test_content_length_body_with_await_and_await_body(origin: Origin) -> None:
     assert gunpy.await_body(conn, ref) == ("ok", b"hello world")
 
 
-def test_content_length_body_in_pieces_gives_data_nofin_then_fin(origin: Origin) -> None:
+def test_content_length_body_in_pieces_gives_data_nofin_then_fin(origin: ScriptedOrigin) -> None:
     """Each read of body bytes is one gun_data; the last one is fin (Gun 2)."""
     conn, server = connect(origin)
     ref = gunpy.get(conn, "/")
@@ -525,7 +490,7 @@ def test_content_length_body_in_pieces_gives_data_nofin_then_fin(origin: Origin)
     assert gunpy.await_(conn, ref) == ("data", "fin", b"def")
 
 
-def test_chunked_response_chunk_by_chunk(origin: Origin) -> None:
+def test_chunked_response_chunk_by_chunk(origin: ScriptedOrigin) -> None:
     """RFC 9112 7.1: chunked body; chunk extensions ignored (7.1.1); a last-chunk alone
     gives an empty gun_data fin (Gun)."""
     conn, server = connect(origin)
@@ -542,7 +507,7 @@ def test_chunked_response_chunk_by_chunk(origin: Origin) -> None:
     assert gunpy.await_(conn, ref) == ("data", "fin", b"")
 
 
-def test_chunks_arriving_in_one_read_are_merged_into_one_gun_data(origin: Origin) -> None:
+def test_chunks_arriving_in_one_read_are_merged_into_one_gun_data(origin: ScriptedOrigin) -> None:
     """gun-reference 7 (faithful detail): Gun merges every body chunk of one read."""
     conn, server = connect(origin)
     ref = gunpy.get(conn, "/")
@@ -557,7 +522,7 @@ def test_chunks_arriving_in_one_read_are_merged_into_one_gun_data(origin: Origin
     ]
 
 
-def test_trailers_end_the_response(origin: Origin) -> None:
+def test_trailers_end_the_response(origin: ScriptedOrigin) -> None:
     """RFC 9112 7.1.2 trailer section -> gun_trailers, which ends the response; the data
     before it is nofin (Gun 2); delivered without ``te: trailers`` (gun-reference 7);
     await_body returns ``("ok", body, trailers)``."""
@@ -588,7 +553,7 @@ def test_trailers_end_the_response(origin: Origin) -> None:
     ]
 
 
-def test_responses_without_a_body_are_fin(origin: Origin) -> None:
+def test_responses_without_a_body_are_fin(origin: ScriptedOrigin) -> None:
     """RFC 9112 6.3 items 1-2 and 6: HEAD, 204, 304 and content-length 0 have no body:
     gun_response is fin (Gun 2), whatever content-length/transfer-encoding say, and
     the next response on the connection is parsed right after the head."""
@@ -622,7 +587,7 @@ def test_responses_without_a_body_are_fin(origin: Origin) -> None:
     ]
 
 
-def test_informational_responses_come_before_the_final_one(origin: Origin) -> None:
+def test_informational_responses_come_before_the_final_one(origin: ScriptedOrigin) -> None:
     """RFC 9110 15.2: 1xx (not 101) -> gun_inform, always before gun_response (Gun 2);
     await_ shape ``("inform", status, headers)``."""
     conn, server = connect(origin)
@@ -638,7 +603,7 @@ def test_informational_responses_come_before_the_final_one(origin: Origin) -> No
     assert gunpy.await_(conn, ref) == ("data", "fin", b"ok")
 
 
-def test_transfer_encoding_wins_over_content_length(origin: Origin) -> None:
+def test_transfer_encoding_wins_over_content_length(origin: ScriptedOrigin) -> None:
     """rfc7230_SUITE te_overrides_cl / RFC 9112 6.3 item 3 (smuggling fix): chunked is
     used and content-length ignored, so the pipelined response after it parses cleanly."""
     conn, server = connect(origin)
@@ -665,7 +630,7 @@ def test_transfer_encoding_wins_over_content_length(origin: Origin) -> None:
     ]
 
 
-def test_body_read_until_close_is_complete_and_not_killed(origin: Origin) -> None:
+def test_body_read_until_close_is_complete_and_not_killed(origin: ScriptedOrigin) -> None:
     """RFC 9112 6.3 item 8: no content-length nor chunked: the body ends when the server
     closes: gun_data fin.  Better than Gun (gun-reference 7): that completed stream is
     not listed as killed in gun_down."""
@@ -688,7 +653,9 @@ def test_body_read_until_close_is_complete_and_not_killed(origin: Origin) -> Non
     assert down_reason(mref) == ("shutdown", "closed")  # retry 0
 
 
-def test_transfer_encoding_not_ending_in_chunked_is_read_until_close(origin: Origin) -> None:
+def test_transfer_encoding_not_ending_in_chunked_is_read_until_close(
+    origin: ScriptedOrigin,
+) -> None:
     """RFC 9112 6.3 item 4 (response): a transfer coding other than chunked last means
     the body runs until the server closes; with ``connection: close`` the close is the
     expected one: gun_down reason normal."""
@@ -714,7 +681,7 @@ def test_transfer_encoding_not_ending_in_chunked_is_read_until_close(origin: Ori
     ]
 
 
-def test_parser_tolerances(origin: Origin) -> None:
+def test_parser_tolerances(origin: ScriptedOrigin) -> None:
     """What RFC 9112 lets a recipient accept: a status line without reason phrase (4),
     bare LF line ends (2.2), obs-fold replaced by SP (5.2), empty lines before a status
     line (2.2), and a repeated identical content-length (RFC 9110 8.6)."""
@@ -741,7 +708,7 @@ def test_parser_tolerances(origin: Origin) -> None:
 # =========================================================================== await shapes
 
 
-def test_await_shapes_timeout_and_stream_error(origin: Origin) -> None:
+def test_await_shapes_timeout_and_stream_error(origin: ScriptedOrigin) -> None:
     """gun:await/3: ``("error", "timeout")`` when nothing comes; a stream gun_error is
     ``("error", ("stream_error", reason))`` (data on an unknown ref: Gun's badstate)."""
     conn, server = connect(origin)
@@ -757,7 +724,7 @@ def test_await_shapes_timeout_and_stream_error(origin: Origin) -> None:
     )
 
 
-def test_await_shapes_connection_error_then_closed_stream(origin: Origin) -> None:
+def test_await_shapes_connection_error_then_closed_stream(origin: ScriptedOrigin) -> None:
     """A connection-wide gun_error is ``("error", ("connection_error", reason))``; the
     stream's own ``("closed", ...)`` follows as a stream_error (gun:await/3)."""
     conn, server = connect(origin)
@@ -767,9 +734,10 @@ def test_await_shapes_connection_error_then_closed_stream(origin: Origin) -> Non
     reason = ("connection_error", "protocol_error", "Invalid status line 'HTTP/1.1 abc OK'.")
     assert gunpy.await_(conn, ref) == ("error", ("connection_error", reason))
     assert gunpy.await_body(conn, ref) == ("error", ("stream_error", ("closed", ("error", reason))))
+    assert_receive(gun_down(conn, "http", ("error", reason), [ref]))
 
 
-def test_await_shapes_down_when_the_connection_dies(origin: Origin) -> None:
+def test_await_shapes_down_when_the_connection_dies(origin: ScriptedOrigin) -> None:
     """await_ and await_body ignore gun_down but see the process exit:
     ``("error", ("down", reason))`` (gun:await/3 with its temporary monitor)."""
     conn, server = connect(origin)
@@ -781,13 +749,15 @@ def test_await_shapes_down_when_the_connection_dies(origin: Origin) -> None:
     server.close()  # retry 0: gun_down, then the process exits
     assert gunpy.await_(conn, ref) == ("error", ("down", ("shutdown", "closed")))
     assert gunpy.await_body(conn, ref) == ("error", ("down", ("shutdown", "closed")))
-    assert gunpy.receive(("gun_down", conn, "http", "closed", []), after=0) is not TIMEOUT
+    assert_receive(gun_down(conn, "http", "closed", []), after=0)
 
 
 # =========================================================================== pipelining
 
 
-def test_pipelined_requests_are_written_at_once_and_answered_in_order(origin: Origin) -> None:
+def test_pipelined_requests_are_written_at_once_and_answered_in_order(
+    origin: ScriptedOrigin,
+) -> None:
     """Gun 4.9 pipelining (RFC 9112 9.3.2): three requests written before any response;
     responses matched to streams in FIFO order."""
     conn, server = connect(origin)
@@ -806,10 +776,10 @@ def test_pipelined_requests_are_written_at_once_and_answered_in_order(origin: Or
     ]
 
 
-def test_requests_made_before_gun_up_are_queued_and_sent_in_order(origin: Origin) -> None:
+def test_requests_made_before_gun_up_are_queued_and_sent_in_order(origin: ScriptedOrigin) -> None:
     """gun_SUITE postpone_request_while_not_connected: requests (and body data) made
     before the connection is up are sent, in order, once it is."""
-    conn = open_http(origin.port)
+    conn = origin.open()
     r1 = gunpy.get(conn, "/1")
     r2 = gunpy.post(conn, "/2", [])
     gunpy.data(conn, r2, "fin", b"body")
@@ -824,7 +794,7 @@ def test_requests_made_before_gun_up_are_queued_and_sent_in_order(origin: Origin
     )
     assert server.recv_exact(len(expected)) == expected
     server.send(resp(b"1") + resp(b"2") + resp(b"3"))
-    assert gunpy.receive(("gun_up", conn, "http"), after=3000) is not TIMEOUT
+    assert_receive(gun_up(conn, "http"), after=3000)
     for ref, body in ((r1, b"1"), (r2, b"2"), (r3, b"3")):
         assert gunpy.await_(conn, ref)[:3] == ("response", "nofin", 200)
         assert gunpy.await_body(conn, ref) == ("ok", body)
@@ -833,7 +803,9 @@ def test_requests_made_before_gun_up_are_queued_and_sent_in_order(origin: Origin
 # =========================================================================== keep-alive
 
 
-def test_connection_close_response_errors_the_pipeline_then_reconnects(origin: Origin) -> None:
+def test_connection_close_response_errors_the_pipeline_then_reconnects(
+    origin: ScriptedOrigin,
+) -> None:
     """Gun 4.9 / gun-reference 7: after a ``connection: close`` response the pipelined
     streams get ``("gun_error", conn, ref, "closing")`` before the first stream's final
     gun_data; then gun_down(http, normal, []) and a reconnect (RFC 9112 9.6)."""
@@ -867,7 +839,7 @@ def test_connection_close_response_errors_the_pipeline_then_reconnects(origin: O
     assert second.recv_request() == get_head(b"/again", host(origin))
 
 
-def test_requests_during_closing_go_to_the_next_connection(origin: Origin) -> None:
+def test_requests_during_closing_go_to_the_next_connection(origin: ScriptedOrigin) -> None:
     """shutdown_SUITE http1_response_connection_close_delayed_body: a request made while
     the ``connection: close`` body is still arriving is postponed to the next connection."""
     conn, server = connect(origin, retry=1)
@@ -890,7 +862,7 @@ def test_requests_during_closing_go_to_the_next_connection(origin: Origin) -> No
     assert gunpy.await_body(conn, r2) == ("ok", b"two")
 
 
-def test_requests_during_closing_fail_with_closing_when_retry_is_0(origin: Origin) -> None:
+def test_requests_during_closing_fail_with_closing_when_retry_is_0(origin: ScriptedOrigin) -> None:
     """gun-reference 4.9: during ``closing`` a new request fails with ``closing`` when
     the connection will not come back (retry 0)."""
     conn, server = connect(origin)
@@ -899,12 +871,13 @@ def test_requests_during_closing_fail_with_closing_when_retry_is_0(origin: Origi
     server.send(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 4\r\n\r\nab")
     assert next_msgs(conn, 2)[1] == ("gun_data", conn, r1, "nofin", b"ab")
     r2 = gunpy.get(conn, "/2")
-    assert gunpy.receive(of_stream(conn, r2), after=3000) == ("gun_error", conn, r2, "closing")
+    assert assert_receive(of_stream(conn, r2), after=3000) == ("gun_error", conn, r2, "closing")
     server.send(b"cd")
     assert gunpy.await_(conn, r1) == ("data", "fin", b"cd")
+    assert_receive(gun_down(conn, "http", "normal", []))
 
 
-def test_bodyless_connection_close_response_kills_no_stream(origin: Origin) -> None:
+def test_bodyless_connection_close_response_kills_no_stream(origin: ScriptedOrigin) -> None:
     """gun-reference 4.2 / Gun PR #374: a complete bodyless ``connection: close``
     response is not in gun_down's killed streams."""
     conn, server = connect(origin)
@@ -917,7 +890,7 @@ def test_bodyless_connection_close_response_kills_no_stream(origin: Origin) -> N
     ]
 
 
-def test_http10_response_closes_the_connection(origin: Origin) -> None:
+def test_http10_response_closes_the_connection(origin: ScriptedOrigin) -> None:
     """RFC 9112 9.3: an HTTP/1.0 response without keep-alive is the last one; Gun closes
     the socket itself (gun-reference 7) and the exit is normal (retry 0)."""
     conn, server = connect(origin)
@@ -934,7 +907,9 @@ def test_http10_response_closes_the_connection(origin: Origin) -> None:
     assert down_reason(mref) == "normal"
 
 
-def test_http10_response_ignores_transfer_encoding_and_reads_until_close(origin: Origin) -> None:
+def test_http10_response_ignores_transfer_encoding_and_reads_until_close(
+    origin: ScriptedOrigin,
+) -> None:
     """Gun ignores transfer-encoding in HTTP/1.0 responses (RFC 9112 6.1: a 1.0 message
     with transfer-encoding must be treated as faulty framing; close after it)."""
     conn, server = connect(origin)
@@ -952,7 +927,7 @@ def test_http10_response_ignores_transfer_encoding_and_reads_until_close(origin:
     ]
 
 
-def test_connection_close_request_is_the_last_one(origin: Origin) -> None:
+def test_connection_close_request_is_the_last_one(origin: ScriptedOrigin) -> None:
     """RFC 9112 9.6: after a request with ``connection: close`` no further request is
     sent; the one made after it gets ``closing`` (what Gun users see, 4.9), and the
     connection closes after the response even though the server did not say close."""
@@ -970,7 +945,7 @@ def test_connection_close_request_is_the_last_one(origin: Origin) -> None:
     assert server.wait_closed() == b""  # /2 never went out
 
 
-def test_keepalive_sends_crlf_between_requests(origin: Origin) -> None:
+def test_keepalive_sends_crlf_between_requests(origin: ScriptedOrigin) -> None:
     """http_opts keepalive (Gun 4.6): an empty line every N ms when not inside a request
     body (RFC 9112 2.2 lets servers ignore it); never inside a streamed body."""
     conn, server = connect(origin, http_opts={"keepalive": 100})
@@ -979,14 +954,14 @@ def test_keepalive_sends_crlf_between_requests(origin: Origin) -> None:
     server.send(resp(b"ok"))
     assert gunpy.await_(conn, ref)[0] == "response"
     assert gunpy.await_body(conn, ref) == ("ok", b"ok")
-    assert server.recv_exact(2, timeout=3) == b"\r\n"
+    assert server.recv_exact(2, timeout=3000) == b"\r\n"
     post = gunpy.post(conn, "/p", [])
     assert server.recv_until(b"POST /p HTTP/1.1\r\n").strip(b"\r\n") == b"POST /p HTTP/1.1"
     server.recv_request()
     gunpy.data(conn, post, "nofin", b"abc")
     assert server.recv_exact(8) == b"3\r\nabc\r\n"
     with pytest.raises(TimeoutError):  # three keepalive periods, no CRLF mid-body
-        server.recv_exact(1, timeout=0.35)
+        server.recv_exact(1, timeout=350)
     gunpy.data(conn, post, "fin", b"")
     assert server.recv_exact(5) == b"0\r\n\r\n"
 
@@ -994,7 +969,7 @@ def test_keepalive_sends_crlf_between_requests(origin: Origin) -> None:
 # =========================================================================== errors
 
 
-def test_eof_before_the_response_kills_the_stream(origin: Origin) -> None:
+def test_eof_before_the_response_kills_the_stream(origin: ScriptedOrigin) -> None:
     """The server closes with a request outstanding: the stream gets ``closed`` and is
     listed in gun_down (Gun 4.1/4.2, close_reason(closed))."""
     conn, server = connect(origin)
@@ -1007,7 +982,7 @@ def test_eof_before_the_response_kills_the_stream(origin: Origin) -> None:
     ]
 
 
-def test_eof_in_the_middle_of_a_body(origin: Origin) -> None:
+def test_eof_in_the_middle_of_a_body(origin: ScriptedOrigin) -> None:
     """RFC 9112 8: a body shorter than its content-length is incomplete.  gunpy reports
     it as a connection-wide protocol_error, then the stream's ``("closed", ...)`` and a
     gun_down listing the stream (Gun 2.4.1 just says ``closed``)."""
@@ -1029,36 +1004,35 @@ def test_eof_in_the_middle_of_a_body(origin: Origin) -> None:
     ]
 
 
-def test_malformed_status_line_is_a_protocol_error_not_a_crash(origin: Origin) -> None:
+def test_malformed_status_line_is_a_protocol_error_not_a_crash(
+    scripted_origin: OriginFactory,
+) -> None:
     """gun-reference 7 (better than Gun, whose process crashes with function_clause):
     the stream gets a gun_error, the owner gun_down(("error", ("connection_error",
     "protocol_error", text))), then the usual retry rules.  Another connection is not
     affected."""
-    other_origin = Origin()
-    try:
-        other, other_server = connect(other_origin)
-        conn, server = connect(origin, retry=1)
-        ref = gunpy.get(conn, "/")
-        server.recv_request()
-        server.send(b"HTTP/1.1 abc OK\r\ncontent-length: 0\r\n\r\n")
-        reason = ("connection_error", "protocol_error", "Invalid status line 'HTTP/1.1 abc OK'.")
-        assert next_msgs(conn, 4) == [
-            ("gun_error", conn, reason),
-            ("gun_error", conn, ref, ("closed", ("error", reason))),
-            ("gun_down", conn, "http", ("error", reason), [ref]),
-            ("gun_up", conn, "http"),  # retry 1: reconnected
-        ]
-        assert conn.is_alive()
-        assert gunpy.info(conn)["state_name"] == "connected"
-        origin.accept()
-        # The unrelated connection still works.
-        ref2 = gunpy.get(other, "/")
-        other_server.recv_request()
-        other_server.send(resp(b"fine"))
-        assert gunpy.await_(other, ref2)[:3] == ("response", "nofin", 200)
-        assert gunpy.await_body(other, ref2) == ("ok", b"fine")
-    finally:
-        other_origin.stop()
+    origin, other_origin = scripted_origin(), scripted_origin()
+    other, other_server = connect(other_origin)
+    conn, server = connect(origin, retry=1)
+    ref = gunpy.get(conn, "/")
+    server.recv_request()
+    server.send(b"HTTP/1.1 abc OK\r\ncontent-length: 0\r\n\r\n")
+    reason = ("connection_error", "protocol_error", "Invalid status line 'HTTP/1.1 abc OK'.")
+    assert next_msgs(conn, 4) == [
+        ("gun_error", conn, reason),
+        ("gun_error", conn, ref, ("closed", ("error", reason))),
+        ("gun_down", conn, "http", ("error", reason), [ref]),
+        ("gun_up", conn, "http"),  # retry 1: reconnected
+    ]
+    assert conn.is_alive()
+    assert gunpy.info(conn)["state_name"] == "connected"
+    origin.accept()
+    # The unrelated connection still works.
+    ref2 = gunpy.get(other, "/")
+    other_server.recv_request()
+    other_server.send(resp(b"fine"))
+    assert gunpy.await_(other, ref2)[:3] == ("response", "nofin", 200)
+    assert gunpy.await_body(other, ref2) == ("ok", b"fine")
 
 
 @pytest.mark.parametrize(
@@ -1077,7 +1051,7 @@ def test_malformed_status_line_is_a_protocol_error_not_a_crash(origin: Origin) -
     ids=["status", "header-line", "content-length", "content-lengths", "chunk-size", "status-99"],
 )
 def test_malformed_responses_exit_cleanly_with_retry_0(
-    origin: Origin, reply: bytes, text: str | None
+    origin: ScriptedOrigin, reply: bytes, text: str | None
 ) -> None:
     """Malformed input never crashes the connection process (gun-reference 7): it exits
     with the protocol error as its reason, not an exception."""
@@ -1086,24 +1060,26 @@ def test_malformed_responses_exit_cleanly_with_retry_0(
     ref = gunpy.get(conn, "/")
     server.recv_request()
     server.send(reply)
-    err = gunpy.receive(("gun_error", conn, ANY), after=3000)
-    assert err is not TIMEOUT
+    err = assert_receive(gun_conn_error(conn), after=3000)
     kind, got_kind, got_text = err[2]
     assert (kind, got_kind) == ("connection_error", "protocol_error")
     if text is not None:
         assert got_text == text
     else:
         assert got_text.startswith("Invalid chunk size line")
-    assert gunpy.receive(("gun_error", conn, ref, ANY), after=3000) == (
+    assert assert_receive(gun_error(conn, ref), after=3000) == (
         "gun_error",
         conn,
         ref,
         ("closed", ("error", err[2])),
     )
     assert down_reason(mref) == ("shutdown", ("error", err[2]))
+    if b"chunked" in reply:  # the head was fine: its response came first
+        assert_receive(gun_response(conn, ref, "nofin", 200, [("transfer-encoding", "chunked")]))
+    assert_receive(gun_down(conn, "http", ("error", err[2]), [ref]), after=0)
 
 
-def test_data_with_no_request_outstanding_is_a_protocol_error(origin: Origin) -> None:
+def test_data_with_no_request_outstanding_is_a_protocol_error(origin: ScriptedOrigin) -> None:
     """RFC 9112 9.3.2: a response with no request outstanding cannot be matched; the
     owner gets the connection-wide error and gun_down with no killed stream."""
     conn, server = connect(origin)
@@ -1125,7 +1101,7 @@ _LIMIT_TEXT = (
 
 
 @pytest.mark.parametrize("dribble", [False, True], ids=["one-read", "dribbled"])
-def test_header_block_over_max_header_block_size(origin: Origin, dribble: bool) -> None:
+def test_header_block_over_max_header_block_size(origin: ScriptedOrigin, dribble: bool) -> None:
     """http_opts max_header_block_size (Gun 2.4): connection-wide ``("connection_error",
     "limit_reached", text)``, the stream ``("closed", ...)``, gun_down.  Better than Gun
     (gun-reference 7): enforced however the bytes arrive, one read included."""
@@ -1150,7 +1126,7 @@ def test_header_block_over_max_header_block_size(origin: Origin, dribble: bool) 
     ]
 
 
-def test_header_block_at_exactly_the_limit_is_accepted(origin: Origin) -> None:
+def test_header_block_at_exactly_the_limit_is_accepted(origin: ScriptedOrigin) -> None:
     """The limit counts the whole block, final CRLF CRLF included: exactly at it is fine."""
     conn, server = connect(origin, http_opts={"max_header_block_size": 100})
     ref = gunpy.get(conn, "/")
@@ -1162,7 +1138,7 @@ def test_header_block_at_exactly_the_limit_is_accepted(origin: Origin) -> None:
     assert gunpy.await_(conn, ref)[:3] == ("response", "fin", 200)
 
 
-def test_trailer_block_over_max_trailer_block_size(origin: Origin) -> None:
+def test_trailer_block_over_max_trailer_block_size(origin: ScriptedOrigin) -> None:
     """http_opts max_trailer_block_size (Gun 2.4): same sequence as for the headers; the
     body read so far is delivered (nofin) first."""
     conn, server = connect(origin, http_opts={"max_trailer_block_size": 50})
@@ -1186,7 +1162,7 @@ def test_trailer_block_over_max_trailer_block_size(origin: Origin) -> None:
     ]
 
 
-def test_unrequested_101_is_a_protocol_error(origin: Origin) -> None:
+def test_unrequested_101_is_a_protocol_error(origin: ScriptedOrigin) -> None:
     """Gun 2.4 (raw_SUITE http11_upgrade_raw_unrequested / RFC 9110 15.2.2): a 101 nobody
     asked for is a connection error protocol_error."""
     conn, server = connect(origin)
@@ -1210,7 +1186,7 @@ def test_unrequested_101_is_a_protocol_error(origin: Origin) -> None:
 # =========================================================================== cancel
 
 
-def test_cancel_silences_the_stream_and_the_connection_stays_usable(origin: Origin) -> None:
+def test_cancel_silences_the_stream_and_the_connection_stays_usable(origin: ScriptedOrigin) -> None:
     """gun:cancel/2 on HTTP/1.1 (Gun 4.9): the response is still read off the wire but no
     more messages come for it; the next request on the connection works."""
     conn, server = connect(origin)
@@ -1224,10 +1200,10 @@ def test_cancel_silences_the_stream_and_the_connection_stays_usable(origin: Orig
     server.send(b"3\r\ndef\r\n0\r\nx-t: 1\r\n\r\n" + resp(b"next"))
     assert gunpy.await_(conn, r2) == ("response", "nofin", 200, [("content-length", "4")])
     assert gunpy.await_body(conn, r2) == ("ok", b"next")
-    assert silent(of_stream(conn, r1), after=200)
+    refute_receive(of_stream(conn, r1), after=200)
 
 
-def test_cancel_before_the_response_drains_it(origin: Origin) -> None:
+def test_cancel_before_the_response_drains_it(origin: ScriptedOrigin) -> None:
     """Cancelled before any byte of its response: nothing at all for that stream."""
     conn, server = connect(origin)
     r1 = gunpy.get(conn, "/1")
@@ -1241,15 +1217,15 @@ def test_cancel_before_the_response_drains_it(origin: Origin) -> None:
         ("gun_response", conn, r2, "nofin", 200, [("content-length", "3")]),
         ("gun_data", conn, r2, "fin", b"two"),
     ]
-    assert silent(of_stream(conn, r1), after=200)
+    refute_receive(of_stream(conn, r1), after=200)
 
 
-def test_cancel_unknown_ref_is_badstate(origin: Origin) -> None:
+def test_cancel_unknown_ref_is_badstate(origin: ScriptedOrigin) -> None:
     """gun:cancel/2 on an unknown ref: ``{badstate, "The stream cannot be found."}``."""
     conn, _ = connect(origin)
     ref = gunpy.make_ref()
     gunpy.cancel(conn, ref)
-    assert gunpy.receive(of_stream(conn, ref), after=3000) == (
+    assert assert_receive(of_stream(conn, ref), after=3000) == (
         "gun_error",
         conn,
         ref,
@@ -1257,13 +1233,13 @@ def test_cancel_unknown_ref_is_badstate(origin: Origin) -> None:
     )
 
 
-def test_data_on_unknown_ref_is_badstate(origin: Origin) -> None:
+def test_data_on_unknown_ref_is_badstate(origin: ScriptedOrigin) -> None:
     """gun:data/4 on an unknown ref: ``"The stream has already been closed."`` (Gun 2.4.1,
     gun-reference 7)."""
     conn, _ = connect(origin)
     ref = gunpy.make_ref()
     gunpy.data(conn, ref, "nofin", b"x")
-    assert gunpy.receive(of_stream(conn, ref), after=3000) == (
+    assert assert_receive(of_stream(conn, ref), after=3000) == (
         "gun_error",
         conn,
         ref,
@@ -1274,7 +1250,7 @@ def test_data_on_unknown_ref_is_badstate(origin: Origin) -> None:
 # =========================================================================== flow control
 
 
-def test_flow_1_gives_one_data_then_update_flow_releases_more(origin: Origin) -> None:
+def test_flow_1_gives_one_data_then_update_flow_releases_more(origin: ScriptedOrigin) -> None:
     """flow_SUITE flow_http (gun-reference 4.5): flow 1 -> exactly one gun_data, then
     silence; update_flow 2 -> what was held comes (merged, gun-reference 7), then more
     up to the budget."""
@@ -1288,7 +1264,7 @@ def test_flow_1_gives_one_data_then_update_flow_releases_more(origin: Origin) ->
     ]
     server.send(b"3\r\ndef\r\n")
     server.send(b"3\r\nghi\r\n")
-    assert silent(of_stream(conn, ref), after=300)
+    refute_receive(of_stream(conn, ref), after=300)
     gunpy.update_flow(conn, ref, 2)
     held = [gunpy.await_(conn, ref)]
     if held[0] != ("data", "nofin", b"defghi"):  # one read, or (rarely) two
@@ -1298,12 +1274,12 @@ def test_flow_1_gives_one_data_then_update_flow_releases_more(origin: Origin) ->
     if len(held) == 1:  # one unit of budget left: the end comes too
         assert gunpy.await_(conn, ref) == ("data", "fin", b"")
     else:
-        assert silent(of_stream(conn, ref), after=100)
+        refute_receive(of_stream(conn, ref), after=100)
         gunpy.update_flow(conn, ref, 1)
         assert gunpy.await_(conn, ref) == ("data", "fin", b"")
 
 
-def test_flow_from_http_opts_and_per_request_override(origin: Origin) -> None:
+def test_flow_from_http_opts_and_per_request_override(origin: ScriptedOrigin) -> None:
     """flow_SUITE: the default comes from http_opts flow, a request's flow overrides it;
     update_flow on a stream without flow control is ignored."""
     conn, server = connect(origin, http_opts={"flow": 1})
@@ -1314,7 +1290,7 @@ def test_flow_from_http_opts_and_per_request_override(origin: Origin) -> None:
     server.send(b"def")
     assert gunpy.await_(conn, r1) == ("data", "nofin", b"def")  # budget 2
     server.send(b"ghi")
-    assert silent(of_stream(conn, r1), after=200)
+    refute_receive(of_stream(conn, r1), after=200)
     gunpy.update_flow(conn, r1, 1)
     assert gunpy.await_(conn, r1) == ("data", "fin", b"ghi")
 
@@ -1328,7 +1304,7 @@ def test_flow_from_http_opts_and_per_request_override(origin: Origin) -> None:
     assert gunpy.await_(conn2, r2) == ("data", "fin", b"def")
 
 
-def test_flow_spent_stops_reading_the_socket(origin: Origin) -> None:
+def test_flow_spent_stops_reading_the_socket(origin: ScriptedOrigin) -> None:
     """gun-reference 4.5: with the budget spent Gun stops reading the socket, so TCP
     pushes back on the server: its send of a big body does not complete until
     update_flow."""
@@ -1336,14 +1312,16 @@ def test_flow_spent_stops_reading_the_socket(origin: Origin) -> None:
     ref = gunpy.get(conn, "/big", [], {"flow": 1})
     server.recv_request()
     server.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
-    server.sock.settimeout(30)
     body = bytes(range(256)) * (32 * 1024)  # 8 MiB: far more than both socket buffers
     sent = threading.Event()
     failed: list[BaseException] = []
 
     def push() -> None:
         try:
-            server.send(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+            server.send(
+                b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body,
+                timeout=30000,
+            )
             sent.set()
         except BaseException as e:  # pragma: no cover - reported below
             failed.append(e)
@@ -1353,7 +1331,7 @@ def test_flow_spent_stops_reading_the_socket(origin: Origin) -> None:
     assert gunpy.await_(conn, ref)[:3] == ("response", "nofin", 200)
     first = gunpy.await_(conn, ref)
     assert first[:2] == ("data", "nofin")
-    assert silent(of_stream(conn, ref), after=300)  # exactly one gun_data
+    refute_receive(of_stream(conn, ref), after=300)  # exactly one gun_data
     assert not sent.wait(0.2), "the server's send completed: gunpy kept reading"
     gunpy.update_flow(conn, ref, 1_000_000)
     chunks = [first[2]]
@@ -1368,7 +1346,7 @@ def test_flow_spent_stops_reading_the_socket(origin: Origin) -> None:
     t.join(5)
 
 
-def test_cancel_while_flow_paused_drains_the_response(origin: Origin) -> None:
+def test_cancel_while_flow_paused_drains_the_response(origin: ScriptedOrigin) -> None:
     """Cancelling a stream whose flow budget is spent resumes reading, so the response
     is drained and the next one delivered (Gun 4.9 cancel + 4.5 flow)."""
     conn, server = connect(origin)
@@ -1385,16 +1363,16 @@ def test_cancel_while_flow_paused_drains_the_response(origin: Origin) -> None:
         ("gun_response", conn, r2, "nofin", 200, [("content-length", "2")]),
         ("gun_data", conn, r2, "fin", b"ok"),
     ]
-    assert silent(of_stream(conn, r1), after=100)
+    refute_receive(of_stream(conn, r1), after=100)
 
 
 # =========================================================================== flush, stream_info
 
 
-def test_flush_conn_drops_every_message_of_the_connection(origin: Origin) -> None:
+def test_flush_conn_drops_every_message_of_the_connection(origin: ScriptedOrigin) -> None:
     """gun:flush/1 with a pid: every gun_* message from it (gun_up included) is dropped,
     without waiting; other processes' messages stay."""
-    conn = open_http(origin.port)
+    conn = origin.open()
     server = origin.accept()
     r1 = gunpy.get(conn, "/1")
     r2 = gunpy.get(conn, "/2")
@@ -1402,24 +1380,24 @@ def test_flush_conn_drops_every_message_of_the_connection(origin: Origin) -> Non
     server.recv_request()
     server.send(resp(b"1") + resp(b"2"))
     # The last message is there, so everything before it is too.
-    assert gunpy.receive(("gun_data", conn, r2, "fin", b"2"), after=3000) is not TIMEOUT
+    assert_receive(gun_data(conn, r2, "fin", b"2"), after=3000)
     gunpy.self().send(("unrelated", 1))
     assert gunpy.flush(conn) == "ok"
-    assert silent(of(conn), after=0)
-    assert gunpy.receive(("unrelated", 1), after=0) == ("unrelated", 1)
-    assert silent(of_stream(conn, r1), after=0)
+    refute_receive(of(conn), after=0)
+    assert assert_receive(("unrelated", 1), after=0) == ("unrelated", 1)
+    refute_receive(of_stream(conn, r1), after=0)
 
 
-def test_flush_conn_drops_the_down_of_a_monitor(origin: Origin) -> None:
+def test_flush_conn_drops_the_down_of_a_monitor(origin: ScriptedOrigin) -> None:
     """gun:flush/1: also the ``DOWN`` of a monitor on the connection."""
     conn, _ = connect(origin)
     mref = gunpy.monitor(conn)
     gunpy.close(conn)
     gunpy.flush(conn)
-    assert silent(("DOWN", mref, ANY, ANY, ANY), after=0)
+    refute_receive(("DOWN", mref, ANY, ANY, ANY), after=0)
 
 
-def test_flush_ref_drops_only_that_streams_messages(origin: Origin) -> None:
+def test_flush_ref_drops_only_that_streams_messages(origin: ScriptedOrigin) -> None:
     """gun:flush/1 with a stream ref (Gun #273: gun_inform included): only that stream."""
     conn, server = connect(origin)
     r1 = gunpy.get(conn, "/1")
@@ -1428,16 +1406,17 @@ def test_flush_ref_drops_only_that_streams_messages(origin: Origin) -> None:
     for _ in range(3):
         server.recv_request()
     server.send(b"HTTP/1.1 103 Early Hints\r\n\r\n" + resp(b"1") + resp(b"2") + resp(b"3"))
-    assert gunpy.receive(("gun_data", conn, r3, "fin", b"3"), after=3000) is not TIMEOUT
+    assert_receive(gun_data(conn, r3, "fin", b"3"), after=3000)
     assert gunpy.flush(r1) == "ok"
-    assert silent(of_stream(conn, r1), after=0)
-    assert next_msgs(conn, 2, after=0) == [
+    refute_receive(of_stream(conn, r1), after=0)
+    assert next_msgs(conn, 3, after=0) == [
         ("gun_response", conn, r2, "nofin", 200, [("content-length", "1")]),
         ("gun_data", conn, r2, "fin", b"2"),
+        ("gun_response", conn, r3, "nofin", 200, [("content-length", "1")]),
     ]
 
 
-def test_stream_info(origin: Origin) -> None:
+def test_stream_info(origin: ScriptedOrigin) -> None:
     """gun:stream_info/2: running while outstanding, stopping once cancelled, None once
     done or unknown (Gun's ``{ok, undefined}``)."""
     conn, server = connect(origin)
@@ -1464,9 +1443,11 @@ def test_stream_info(origin: Origin) -> None:
 
 def test_stream_info_when_not_connected() -> None:
     """gun:stream_info/2 while not connected: ``{error, not_connected}``."""
-    conn = open_http(refused_port(), retry=5, retry_timeout=60000)
+    ok, conn = gunpy.open("127.0.0.1", refused_port(), {"retry": 5, "retry_timeout": 60000})
     ref = gunpy.get(conn, "/")
     assert gunpy.stream_info(conn, ref) == ("error", "not_connected")
+    gunpy.close(conn)
+    gunpy.flush(conn)  # what closing caused (the queued stream's gun_error)
 
 
 # =========================================================================== reply_to
@@ -1483,7 +1464,7 @@ def _is_fin(m: Any) -> bool:
     return m[0] == "gun_data" and m[3] == "fin"
 
 
-def test_reply_to_another_thread(origin: Origin) -> None:
+def test_reply_to_another_thread(origin: ScriptedOrigin) -> None:
     """req_opts reply_to (Gun 3.5/4.8): the stream's messages go to that process only."""
     conn, server = connect(origin)
     box: list[gunpy.Pid] = []
@@ -1507,7 +1488,7 @@ def test_reply_to_another_thread(origin: Origin) -> None:
     server.send(resp(b"hi"))
     t.join(5)
     assert got == _expected(conn, ref)
-    assert silent(of_stream(conn, ref), after=50)
+    refute_receive(of_stream(conn, ref), after=50)
 
 
 class _Collector(OwnerActor):
@@ -1525,7 +1506,7 @@ class _Collector(OwnerActor):
         return None
 
 
-def test_reply_to_an_owner_actor(origin: Origin) -> None:
+def test_reply_to_an_owner_actor(origin: ScriptedOrigin) -> None:
     """reply_to an OwnerActor (its ActorRef): messages reach its on_receive."""
     conn, server = connect(origin)
     done = threading.Event()
@@ -1538,10 +1519,10 @@ def test_reply_to_an_owner_actor(origin: Origin) -> None:
         assert actor.ask("got") == _expected(conn, ref)
     finally:
         actor.stop()
-    assert silent(of_stream(conn, ref), after=50)
+    refute_receive(of_stream(conn, ref), after=50)
 
 
-def test_reply_to_a_function_runs_in_the_connection_actor(origin: Origin) -> None:
+def test_reply_to_a_function_runs_in_the_connection_actor(origin: ScriptedOrigin) -> None:
     """reply_to fun/1 and {Fun, Args} (Gun 2.2+, 4.8): called with the message (args
     appended) inside the connection process."""
     conn, server = connect(origin)
@@ -1565,13 +1546,15 @@ def test_reply_to_a_function_runs_in_the_connection_actor(origin: Origin) -> Non
     assert [m for m, _, _ in seen] == _expected(conn, r1) + _expected(conn, r2, b"yo")
     assert [a for _, a, _ in seen] == [(), (), ("extra", 2), ("extra", 2)]
     assert all(pid is conn for _, _, pid in seen)  # ran in the connection actor
-    assert silent(of(conn), after=50)
+    refute_receive(of(conn), after=50)
 
 
 # =========================================================================== shutdown, owner
 
 
-def test_shutdown_finishes_the_current_response_and_drops_the_pipeline(origin: Origin) -> None:
+def test_shutdown_finishes_the_current_response_and_drops_the_pipeline(
+    origin: ScriptedOrigin,
+) -> None:
     """shutdown_SUITE http1_shutdown_pipelined (gun:shutdown/1): pipelined streams get
     ``("closing", "shutdown")``, the current response finishes, the process exits
     ``shutdown`` and no gun_down is sent (gun-reference 4.2)."""
@@ -1590,41 +1573,40 @@ def test_shutdown_finishes_the_current_response_and_drops_the_pipeline(origin: O
     server.send(b"llo")
     assert gunpy.await_(conn, refs[0]) == ("data", "fin", b"llo")
     assert down_reason(mref) == "shutdown"
-    assert silent(("gun_down", conn, ANY, ANY, ANY), after=0)
+    refute_receive(gun_down(conn), after=0)
     assert server.wait_closed() == b""
 
 
-def test_shutdown_with_no_stream_closes_at_once(origin: Origin) -> None:
+def test_shutdown_with_no_stream_closes_at_once(origin: ScriptedOrigin) -> None:
     """shutdown_SUITE http1_shutdown_no_streams: exit ``shutdown`` right away."""
     conn, server = connect(origin)
     mref = gunpy.monitor(conn)
     gunpy.shutdown(conn)
     assert down_reason(mref) == "shutdown"
     assert server.wait_closed() == b""
-    assert silent(("gun_down", conn, ANY, ANY, ANY), after=0)
+    refute_receive(gun_down(conn), after=0)
 
 
 class _Owner(OwnerActor):
-    def __init__(self, port: int) -> None:
+    def __init__(self, origin: ScriptedOrigin) -> None:
         super().__init__()
-        self.port = port
+        self.origin = origin
 
     def on_receive(self, message: Any) -> Any:
         if message == "open":
-            ok, conn = gunpy.open("127.0.0.1", self.port, {"retry": 0})
+            conn = self.origin.open({"retry": 0})
             return gunpy.await_up(conn), conn
         if message == "die":
             raise gunpy.Exit("boom")
         return None
 
 
-def test_owner_death_mid_response_finishes_it_then_exits(origin: Origin) -> None:
+def test_owner_death_mid_response_finishes_it_then_exits(origin: ScriptedOrigin) -> None:
     """shutdown_SUITE http1_owner_down (gun-reference 4.3): the owner's death is a
     graceful close: pipelined streams get ``("closing", "owner_down")``, the current
     response finishes, the process exits ``{shutdown, {owner_down, boom}}``."""
-    owner = _Owner.start(origin.port)
+    owner = _Owner.start(origin)
     up, conn = owner.ask("open")
-    _opened.append(conn)
     assert up == ("ok", "http")
     server = origin.accept()
     mref = gunpy.monitor(conn)
@@ -1635,7 +1617,7 @@ def test_owner_death_mid_response_finishes_it_then_exits(origin: Origin) -> None
     server.send(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhe")
     assert next_msgs(conn, 2)[1] == ("gun_data", conn, r1, "nofin", b"he")
     owner.tell("die")
-    assert gunpy.receive(of_stream(conn, r2), after=3000) == (
+    assert assert_receive(of_stream(conn, r2), after=3000) == (
         "gun_error",
         conn,
         r2,
@@ -1650,25 +1632,24 @@ def test_owner_death_mid_response_finishes_it_then_exits(origin: Origin) -> None
 class _Dier(OwnerActor):
     """An owner that opens a connection, then exits with the reason it is told."""
 
-    def __init__(self, port: int, opts: dict[str, Any]) -> None:
+    def __init__(self, origin: ScriptedOrigin, opts: dict[str, Any]) -> None:
         super().__init__()
-        self.port = port
+        self.origin = origin
         self.opts = opts
 
     def on_receive(self, message: Any) -> Any:
         if message == "open":
-            ok, conn = gunpy.open("127.0.0.1", self.port, {"retry": 0, **self.opts})
+            conn = self.origin.open({"retry": 0, **self.opts})
             return gunpy.await_up(conn), conn
         raise gunpy.Exit(message)
 
 
 def _owned_conn_mid_response(
-    origin: Origin, opts: dict[str, Any]
+    origin: ScriptedOrigin, opts: dict[str, Any]
 ) -> tuple[Any, gunpy.Pid, OriginConn, gunpy.Ref, list[Any]]:
     """An OwnerActor-owned connection with one response in progress and one pipelined."""
-    owner = _Dier.start(origin.port, opts)
+    owner = _Dier.start(origin, opts)
     up, conn = owner.ask("open")
-    _opened.append(conn)
     assert up == ("ok", "http")
     server = origin.accept()
     mref = gunpy.monitor(conn)
@@ -1680,12 +1661,14 @@ def _owned_conn_mid_response(
     return owner, conn, server, mref, refs
 
 
-def test_owner_exit_shutdown_still_closes_the_pipeline_with_owner_down(origin: Origin) -> None:
+def test_owner_exit_shutdown_still_closes_the_pipeline_with_owner_down(
+    origin: ScriptedOrigin,
+) -> None:
     """gun.erl handle_common DOWN: ``closing(status(State, {down, Reason}), owner_down)``
     whatever the owner's reason; the exit reason passes ``shutdown`` through (4.3)."""
     owner, conn, server, mref, refs = _owned_conn_mid_response(origin, {})
     owner.tell("shutdown")
-    assert gunpy.receive(of_stream(conn, refs[1]), after=3000) == (
+    assert assert_receive(of_stream(conn, refs[1]), after=3000) == (
         "gun_error",
         conn,
         refs[1],
@@ -1696,7 +1679,7 @@ def test_owner_exit_shutdown_still_closes_the_pipeline_with_owner_down(origin: O
     assert down_reason(mref) == "shutdown"
 
 
-def test_closing_timeout_after_connection_close_response(origin: Origin) -> None:
+def test_closing_timeout_after_connection_close_response(origin: ScriptedOrigin) -> None:
     """http_opts closing_timeout (Gun 3.2, gun.erl closing state_timeout): a
     ``connection: close`` body that never ends is cut after closing_timeout: the stream
     gets ``("closed", "normal")`` and gun_down(normal) lists it."""
@@ -1719,7 +1702,9 @@ def test_closing_timeout_after_connection_close_response(origin: Origin) -> None
     ]
 
 
-def test_closing_timeout_after_shutdown_closes_the_stream_with_shutdown(origin: Origin) -> None:
+def test_closing_timeout_after_shutdown_closes_the_stream_with_shutdown(
+    origin: ScriptedOrigin,
+) -> None:
     """shutdown_SUITE http1_shutdown_timeout / gun.erl ``closing(state_timeout,
     closing_timeout, ...)``: Reason = shutdown when the status is shutdown; the stream
     gets ``{closed, shutdown}`` (gun_http close_reason) and the process exits
@@ -1731,18 +1716,18 @@ def test_closing_timeout_after_shutdown_closes_the_stream_with_shutdown(origin: 
     server.send(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab")
     assert next_msgs(conn, 2)[1] == ("gun_data", conn, ref, "nofin", b"ab")
     gunpy.shutdown(conn)
-    assert gunpy.receive(of_stream(conn, ref), after=3000) == (
+    assert assert_receive(of_stream(conn, ref), after=3000) == (
         "gun_error",
         conn,
         ref,
         ("closed", "shutdown"),
     )
     assert down_reason(mref) == "shutdown"
-    assert silent(("gun_down", conn, ANY, ANY, ANY), after=0)
+    refute_receive(gun_down(conn), after=0)
 
 
 def test_closing_timeout_after_owner_death_closes_the_stream_with_owner_down(
-    origin: Origin,
+    origin: ScriptedOrigin,
 ) -> None:
     """gun.erl closing state_timeout: Reason = owner_down when the status is
     ``{down, _}``: the stream gets ``{closed, owner_down}``."""
@@ -1750,8 +1735,8 @@ def test_closing_timeout_after_owner_death_closes_the_stream_with_owner_down(
         origin, {"http_opts": {"closing_timeout": 200}}
     )
     owner.tell("boom")
-    assert gunpy.receive(of_stream(conn, refs[1]), after=3000)[3] == ("closing", "owner_down")
-    assert gunpy.receive(of_stream(conn, refs[0]), after=3000) == (
+    assert assert_receive(of_stream(conn, refs[1]), after=3000)[3] == ("closing", "owner_down")
+    assert assert_receive(of_stream(conn, refs[0]), after=3000) == (
         "gun_error",
         conn,
         refs[0],
@@ -1760,7 +1745,9 @@ def test_closing_timeout_after_owner_death_closes_the_stream_with_owner_down(
     assert down_reason(mref) == ("shutdown", ("owner_down", "boom"))
 
 
-def test_server_close_after_a_response_kills_only_the_pipelined_streams(origin: Origin) -> None:
+def test_server_close_after_a_response_kills_only_the_pipelined_streams(
+    origin: ScriptedOrigin,
+) -> None:
     """gun_SUITE killed_streams_http / gun-reference 4.2: the server closes after a
     complete response (no ``connection: close``): the streams still waiting get
     ``closed`` and are the killed ones; the completed stream is not listed."""
@@ -1780,7 +1767,7 @@ def test_server_close_after_a_response_kills_only_the_pipelined_streams(origin: 
     ]
 
 
-def test_post_with_a_map_as_fourth_argument_sends_headers_only(origin: Origin) -> None:
+def test_post_with_a_map_as_fourth_argument_sends_headers_only(origin: ScriptedOrigin) -> None:
     """gun:post/4 with a map as the 4th argument is post/3 plus req_opts: headers only,
     the body follows with data/4; an empty full body is content-length 0."""
     conn, server = connect(origin)
@@ -1796,33 +1783,27 @@ def test_post_with_a_map_as_fourth_argument_sends_headers_only(origin: Origin) -
     )
 
 
-def test_http_over_tls_with_flow_control(ca: trustme.CA) -> None:
+def test_http_over_tls_with_flow_control(scripted_origin: OriginFactory, tls_pair: TLSPair) -> None:
     """HTTP/1.1 over TLS (Gun 3.1 transport tls): same bytes; flow control also holds
     back bytes TLS has already decrypted (a record larger than what was delivered)."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(ctx)
-    with Origin(tls=ctx) as origin:
-        conn = open_http(
-            origin.port,
-            transport="tls",
-            tls_opts={"cacerts": ca.cert_pem.bytes().decode()},
-        )
-        assert gunpy.await_up(conn) == ("ok", "http")
-        server = origin.accept()
-        ref = gunpy.get(conn, "/", [], {"flow": 1})
-        assert server.recv_request() == get_head(b"/", host(origin))
-        body = bytes(range(256)) * 400  # several TLS records
-        server.send(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
-        assert gunpy.await_(conn, ref) == ("response", "nofin", 200, [("content-length", "102400")])
-        first = gunpy.await_(conn, ref)
-        assert first[:2] == ("data", "nofin") and len(first[2]) < len(body)
-        assert silent(of_stream(conn, ref), after=300)
-        gunpy.update_flow(conn, ref, 1000)
-        chunks = [first[2]]
-        while True:
-            m = gunpy.await_(conn, ref)
-            assert m[0] == "data", m
-            chunks.append(m[2])
-            if m[1] == "fin":
-                break
-        assert b"".join(chunks) == body
+    origin = scripted_origin(tls=tls_pair.server_context(hostnames=["127.0.0.1"]))
+    conn = origin.open({"transport": "tls", "tls_opts": {"cacerts": tls_pair.ca_pem}})
+    assert gunpy.await_up(conn) == ("ok", "http")
+    server = origin.accept()
+    ref = gunpy.get(conn, "/", [], {"flow": 1})
+    assert server.recv_request() == get_head(b"/", host(origin))
+    body = bytes(range(256)) * 400  # several TLS records
+    server.send(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+    assert gunpy.await_(conn, ref) == ("response", "nofin", 200, [("content-length", "102400")])
+    first = gunpy.await_(conn, ref)
+    assert first[:2] == ("data", "nofin") and len(first[2]) < len(body)
+    refute_receive(of_stream(conn, ref), after=300)
+    gunpy.update_flow(conn, ref, 1000)
+    chunks = [first[2]]
+    while True:
+        m = gunpy.await_(conn, ref)
+        assert m[0] == "data", m
+        chunks.append(m[2])
+        if m[1] == "fin":
+            break
+    assert b"".join(chunks) == body

@@ -1,8 +1,9 @@
 """Connection lifecycle (gun-reference 4.1-4.3): up, down, retries, owner, shutdown.
 
 These use the raw protocol so they test the connection actor alone; each test
-drives a scripted loopback origin (tests/origin.py), as Gun's gun_SUITE and
-shutdown_SUITE do with ``gun_test:init_origin``.
+drives a scripted loopback origin (``gunpy.testing``'s ``scripted_origin``), as
+Gun's gun_SUITE and shutdown_SUITE do with ``gun_test:init_origin``.  Every test
+starts with an empty mailbox and must leave no Gun message unread (``gun_mailbox``).
 """
 
 from __future__ import annotations
@@ -13,75 +14,85 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
 import gunpy
-from gunpy import ANY, TIMEOUT, OwnerActor
-from tests.origin import Origin, refused_port
+from gunpy import ANY, OwnerActor
+from gunpy.testing import (
+    Close,
+    GunMailbox,
+    OriginFactory,
+    ScriptedOrigin,
+    assert_receive,
+    down,
+    gun_conn_error,
+    gun_data,
+    gun_down,
+    gun_error,
+    gun_up,
+    refused_port,
+    refute_receive,
+)
 
 RAW = {"protocols": ["raw"]}
+DEFAULT_RETRY = 5  # gunpy's (and Gun's) default ``retry``: origin.open() makes it 0
 
 
-def down_of(mref: gunpy.Ref, after: int = 5000) -> object:
-    msg = gunpy.receive(("DOWN", mref, "process", ANY, ANY), after=after)
-    assert msg is not TIMEOUT, "the connection process did not exit"
-    return msg[4]
+@pytest.fixture(autouse=True)
+def _fresh_mailbox(gun_mailbox: GunMailbox) -> Iterator[None]:
+    """An empty mailbox for each test; a Gun message left unread fails it."""
+    yield
+
+
+@pytest.fixture
+def origin(scripted_origin: OriginFactory) -> ScriptedOrigin:
+    return scripted_origin()
 
 
 def open_raw(port: int, **opts: object) -> gunpy.Pid:
+    """A raw connection to a port no ScriptedOrigin listens on (refused ones)."""
     ok, conn = gunpy.open("127.0.0.1", port, {**RAW, **opts})
     assert ok == "ok"
     return conn
 
 
-@pytest.fixture
-def origin():
-    o = Origin()
-    yield o
-    o.stop()
-
-
 # -- up, data, down ---------------------------------------------------------------
 
 
-def test_gun_up_then_raw_data_both_ways(origin: Origin) -> None:
+def test_gun_up_then_raw_data_both_ways(origin: ScriptedOrigin) -> None:
     """gun_up on connect; raw bytes in as gun_data nofin (ref None), out with data/4."""
-    conn = open_raw(origin.port, retry=0)
+    conn = origin.open({**RAW, "retry": 0})
     assert gunpy.await_up(conn) == ("ok", "raw")
     server = origin.accept()
     gunpy.data(conn, None, "nofin", b"ping")
     assert server.recv_exact(4) == b"ping"
     server.send(b"pong")
-    assert gunpy.receive(("gun_data", conn, None, "nofin", ANY), after=2000)[4] == b"pong"
+    assert assert_receive(gun_data(conn, None, "nofin"), after=2000)[4] == b"pong"
     gunpy.close(conn)
 
 
-def test_requests_before_up_are_queued_and_sent_in_order(origin: Origin) -> None:
+def test_requests_before_up_are_queued_and_sent_in_order(origin: ScriptedOrigin) -> None:
     """Gun postpones requests made while not connected and sends them once up."""
-    conn = open_raw(origin.port, retry=0)
+    conn = origin.open({**RAW, "retry": 0})
     for chunk in (b"a", b"b", b"c"):
         gunpy.data(conn, None, "nofin", chunk)
     server = origin.accept()
     assert server.recv_exact(3) == b"abc"
+    assert_receive(gun_up(conn, "raw"))
     gunpy.close(conn)
 
 
-def test_drop_after_up_gives_gun_down_then_reconnects(origin: Origin) -> None:
+def test_drop_after_up_gives_gun_down_then_reconnects(origin: ScriptedOrigin) -> None:
     """A loss after gun_up: gun_down(conn, protocol, closed, killed), then a new gun_up."""
-    conn = open_raw(origin.port, retry=1)
+    conn = origin.open({**RAW, "retry": 1})
     assert gunpy.await_up(conn) == ("ok", "raw")
     server = origin.accept()
     server.send(b"hello")  # progress: the retry budget is restored after the loss
-    assert gunpy.receive(("gun_data", conn, ANY, ANY, ANY), after=2000) is not TIMEOUT
+    assert_receive(gun_data(conn, ANY), after=2000)
     server.close()
-    assert gunpy.receive(("gun_down", conn, ANY, ANY, ANY), after=2000) == (
-        "gun_down",
-        conn,
-        "raw",
-        "closed",
-        [],
-    )
+    assert assert_receive(gun_down(conn), after=2000) == ("gun_down", conn, "raw", "closed", [])
     assert gunpy.await_up(conn) == ("ok", "raw")
     origin.accept()
     gunpy.close(conn)
@@ -118,23 +129,16 @@ def test_retry_fun_decides_retries_and_timeouts() -> None:
     assert calls == [3, 2, 1]
 
 
-def test_no_reconnect_storm_against_accept_then_close(origin: Origin) -> None:
+def test_no_reconnect_storm_against_accept_then_close(scripted_origin: OriginFactory) -> None:
     """Better than Gun (gun-reference 7): a server that accepts and closes at once
     does not reset the retry budget, so retry 2 means three connections in all."""
-    conn = open_raw(origin.port, retry=2, retry_timeout=20)
+    origin = scripted_origin([Close()])  # every connection: accepted, then closed
+    conn = origin.open({**RAW, "retry": 2, "retry_timeout": 20})
     mref = gunpy.monitor(conn)
     ups = 0
     downs = 0
     while True:
-        try:
-            origin.accept(timeout=0.01).close()
-        except Exception:
-            pass
-        msg = gunpy.receive(
-            ("gun_up", conn, ANY), ("gun_down", conn, ANY, ANY, ANY), ("DOWN", mref, ANY, ANY, ANY),
-            after=5000,
-        )
-        assert msg is not TIMEOUT
+        msg = assert_receive(gun_up(conn), gun_down(conn), down(mref), after=5000)
         if msg[0] == "gun_up":
             ups += 1
         elif msg[0] == "gun_down":
@@ -143,17 +147,18 @@ def test_no_reconnect_storm_against_accept_then_close(origin: Origin) -> None:
             assert msg[4] == ("shutdown", "closed")
             break
     assert ups == 3 and downs == 3
+    assert origin.count == 3
 
 
 # -- owner ---------------------------------------------------------------------
 
 
-def test_owner_thread_exit_closes_connection(origin: Origin) -> None:
+def test_owner_thread_exit_closes_connection(origin: ScriptedOrigin) -> None:
     """Gun monitors its owner: the owner's normal exit ends the connection (normal)."""
     box: list[gunpy.Pid] = []
 
     def owner() -> None:
-        ok, conn = gunpy.open("127.0.0.1", origin.port, {**RAW, "retry": 0})
+        conn = origin.open({**RAW, "retry": 0})
         assert gunpy.await_up(conn) == ("ok", "raw")
         box.append(conn)
 
@@ -162,7 +167,7 @@ def test_owner_thread_exit_closes_connection(origin: Origin) -> None:
     t.join()
     server = origin.accept()
     mref = gunpy.monitor(box[0])
-    assert down_of(mref) == "normal"
+    assert assert_receive(down(mref), after=5000)[4] == "normal"
     assert server.wait_closed() == b""
 
 
@@ -189,39 +194,39 @@ def test_owner_death_while_not_connected_stops_at_once(monkeypatch: pytest.Monke
     mref = gunpy.monitor(box[0])
     go.set()
     t.join()
-    assert down_of(mref) == ("shutdown", ("owner_down", "crashed"))
+    assert assert_receive(down(mref), after=5000)[4] == ("shutdown", ("owner_down", "crashed"))
 
 
 class _Owner(OwnerActor):
     def on_receive(self, message: object) -> object:
         if message == "open":
-            ok, conn = gunpy.open("127.0.0.1", self.port, {**RAW, "retry": 0})
+            conn = self.origin.open({**RAW, "retry": 0})
             return gunpy.await_up(conn), conn
         if message == "die":
             raise gunpy.Exit("boom")
         return None
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, origin: ScriptedOrigin) -> None:
         super().__init__()
-        self.port = port
+        self.origin = origin
 
 
-def test_owner_actor_exit_reason_propagates(origin: Origin) -> None:
+def test_owner_actor_exit_reason_propagates(origin: ScriptedOrigin) -> None:
     """An OwnerActor owner that exits 'boom': the connection closes gracefully and
     exits {shutdown, {owner_down, boom}} (shutdown_SUITE)."""
-    ref = _Owner.start(origin.port)
+    ref = _Owner.start(origin)
     up, conn = ref.ask("open")
     assert up == ("ok", "raw")
     server = origin.accept()
     mref = gunpy.monitor(conn)
     ref.tell("die")
-    assert down_of(mref) == ("shutdown", ("owner_down", "boom"))
+    assert assert_receive(down(mref), after=5000)[4] == ("shutdown", ("owner_down", "boom"))
     assert server.wait_closed() == b""
 
 
-def test_set_owner_moves_gun_down_to_the_new_owner(origin: Origin) -> None:
+def test_set_owner_moves_gun_down_to_the_new_owner(origin: ScriptedOrigin) -> None:
     """set_owner: the new owner gets gun_down; the old one nothing more."""
-    conn = open_raw(origin.port, retry=0)
+    conn = origin.open({**RAW, "retry": 0})
     assert gunpy.await_up(conn) == ("ok", "raw")
     server = origin.accept()
     got: list[object] = []
@@ -231,7 +236,7 @@ def test_set_owner_moves_gun_down_to_the_new_owner(origin: Origin) -> None:
     def new_owner() -> None:
         pids.append(gunpy.self())
         ready.set()
-        got.append(gunpy.receive(("gun_down", conn, ANY, ANY, ANY), after=5000))
+        got.append(assert_receive(gun_down(conn), after=5000))
 
     t = threading.Thread(target=new_owner)
     t.start()
@@ -241,18 +246,18 @@ def test_set_owner_moves_gun_down_to_the_new_owner(origin: Origin) -> None:
     server.close()
     t.join(6)
     assert got and got[0] == ("gun_down", conn, "raw", "closed", [])
-    assert gunpy.receive(("gun_down", conn, ANY, ANY, ANY), after=100) is TIMEOUT
+    refute_receive(gun_down(conn), after=100)
 
 
-def test_set_owner_by_another_process_is_refused(origin: Origin) -> None:
-    conn = open_raw(origin.port, retry=0)
+def test_set_owner_by_another_process_is_refused(origin: ScriptedOrigin) -> None:
+    conn = origin.open({**RAW, "retry": 0})
     assert gunpy.await_up(conn) == ("ok", "raw")
     origin.accept()
     errors: list[object] = []
 
     def intruder() -> None:
         gunpy.set_owner(conn, gunpy.self())
-        errors.append(gunpy.receive(("gun_error", conn, ANY), after=5000))
+        errors.append(assert_receive(gun_conn_error(conn), after=5000))
 
     t = threading.Thread(target=intruder)
     t.start()
@@ -265,32 +270,32 @@ def test_set_owner_by_another_process_is_refused(origin: Origin) -> None:
 # -- shutdown and close ----------------------------------------------------------
 
 
-def test_shutdown_is_graceful_and_sends_no_gun_down(origin: Origin) -> None:
+def test_shutdown_is_graceful_and_sends_no_gun_down(origin: ScriptedOrigin) -> None:
     """gun:shutdown: the process exits 'shutdown'; no gun_down (gun-reference 4.2)."""
-    conn = open_raw(origin.port)
+    conn = origin.open({**RAW, "retry": DEFAULT_RETRY})
     assert gunpy.await_up(conn) == ("ok", "raw")
     server = origin.accept()
     mref = gunpy.monitor(conn)
     gunpy.shutdown(conn)
-    assert down_of(mref) == "shutdown"
+    assert assert_receive(down(mref), after=5000)[4] == "shutdown"
     assert server.wait_closed() == b""
-    assert gunpy.receive(("gun_down", conn, ANY, ANY, ANY), after=50) is TIMEOUT
+    refute_receive(gun_down(conn), after=50)
 
 
-def test_close_is_brutal_and_synchronous(origin: Origin) -> None:
-    conn = open_raw(origin.port)
+def test_close_is_brutal_and_synchronous(origin: ScriptedOrigin) -> None:
+    conn = origin.open({**RAW, "retry": DEFAULT_RETRY})
     assert gunpy.await_up(conn) == ("ok", "raw")
     origin.accept()
     assert gunpy.close(conn) == "ok"
     assert not conn.is_alive()
-    assert gunpy.receive(("gun_down", conn, ANY, ANY, ANY), after=50) is TIMEOUT
+    refute_receive(gun_down(conn), after=50)
 
 
 def test_shutdown_while_not_connected_exits_at_once() -> None:
     conn = open_raw(refused_port(), retry=5, retry_timeout=60000)
     mref = gunpy.monitor(conn)
     gunpy.shutdown(conn)
-    assert down_of(mref) == "shutdown"
+    assert assert_receive(down(mref), after=5000)[4] == "shutdown"
 
 
 def test_queued_requests_get_an_error_when_the_connection_never_comes_up() -> None:
@@ -300,21 +305,30 @@ def test_queued_requests_get_an_error_when_the_connection_never_comes_up() -> No
     # below surely reaches it while it is not connected (and is queued).
     conn = open_raw(refused_port(), retry=2, retry_timeout=300)
     ref = gunpy.get(conn, "/")
-    msg = gunpy.receive(("gun_error", conn, ref, ANY), after=5000)
+    msg = assert_receive(gun_error(conn, ref), after=5000)
     assert msg == ("gun_error", conn, ref, ("closed", ("shutdown", "econnrefused")))
 
 
 # -- info, options -------------------------------------------------------------------
 
 
-def test_info_has_guns_keys(origin: Origin) -> None:
-    conn = open_raw(origin.port)
+def test_info_has_guns_keys(origin: ScriptedOrigin) -> None:
+    conn = origin.open({**RAW, "retry": DEFAULT_RETRY})
     assert gunpy.await_up(conn) == ("ok", "raw")
     origin.accept()
     info = gunpy.info(conn)
     for key in (
-        "owner", "socket", "transport", "protocol", "state_name", "sock_ip", "sock_port",
-        "origin_scheme", "origin_host", "origin_port", "intermediaries",
+        "owner",
+        "socket",
+        "transport",
+        "protocol",
+        "state_name",
+        "sock_ip",
+        "sock_port",
+        "origin_scheme",
+        "origin_host",
+        "origin_port",
+        "intermediaries",
     ):
         assert key in info, key
     assert info["owner"] is gunpy.self()
@@ -383,45 +397,44 @@ def test_connect_timeout() -> None:
         lsock.close()
 
 
-def test_send_timeout_ends_a_connection_to_a_server_that_stops_reading(origin: Origin) -> None:
+def test_send_timeout_ends_a_connection_to_a_server_that_stops_reading(
+    scripted_origin: OriginFactory,
+) -> None:
     """Gun #224: send_timeout (default 15 s) ends a send blocked on a peer that does
     not read, so a stuck server cannot hang the client."""
-    conn = open_raw(
-        origin.port, retry=0, tcp_opts={"send_timeout": 200, "sndbuf": 4096}
-    )
+    origin = scripted_origin(reading=False)  # never reads
+    conn = origin.open({**RAW, "retry": 0, "tcp_opts": {"send_timeout": 200, "sndbuf": 4096}})
     assert gunpy.await_up(conn) == ("ok", "raw")
-    origin.accept()  # never reads
+    origin.accept()
     gunpy.data(conn, None, "nofin", b"x" * (16 * 1024 * 1024))
-    msg = gunpy.receive(("gun_down", conn, ANY, ANY, ANY), after=10000)
+    msg = assert_receive(gun_down(conn), after=10000)
     assert msg == ("gun_down", conn, "raw", ("error", "timeout"), [])
 
 
-def test_unix_socket() -> None:
-    with Origin(unix=True) as origin:
-        assert origin.path is not None
-        ok, conn = gunpy.open_unix(origin.path, {**RAW, "retry": 0})
-        assert ok == "ok"
-        assert gunpy.await_up(conn) == ("ok", "raw")
-        server = origin.accept()
-        gunpy.data(conn, None, "nofin", b"over unix")
-        assert server.recv_exact(9) == b"over unix"
-        assert gunpy.info(conn)["origin_host"] == "localhost"
-        gunpy.close(conn)
+def test_unix_socket(scripted_origin: OriginFactory) -> None:
+    origin = scripted_origin(unix=True)
+    assert origin.path is not None
+    conn = origin.open({**RAW, "retry": 0})  # gunpy.open_unix(origin.path, ...)
+    assert gunpy.await_up(conn) == ("ok", "raw")
+    server = origin.accept()
+    gunpy.data(conn, None, "nofin", b"over unix")
+    assert server.recv_exact(9) == b"over unix"
+    assert gunpy.info(conn)["origin_host"] == "localhost"
+    gunpy.close(conn)
 
 
-def test_script_that_forgets_to_close_still_exits() -> None:
+def test_script_that_forgets_to_close_still_exits(origin: ScriptedOrigin) -> None:
     """The main thread as owner: when it returns, the watchdog sees it within ~50 ms
     and the connection closes, so the interpreter (whose connection threads are
     non-daemon) exits instead of hanging."""
-    with Origin() as origin:
-        code = (
-            "import gunpy\n"
-            f"ok, conn = gunpy.open('127.0.0.1', {origin.port}, {{'protocols': ['raw']}})\n"
-            "print(gunpy.await_up(conn), flush=True)\n"
-        )
-        env = {**os.environ, "PYTHONPATH": os.getcwd()}
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, env=env
-        )
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.strip() == "('ok', 'raw')"
+    code = (
+        "import gunpy\n"
+        f"ok, conn = gunpy.open('127.0.0.1', {origin.port}, {{'protocols': ['raw']}})\n"
+        "print(gunpy.await_up(conn), flush=True)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "('ok', 'raw')"

@@ -273,6 +273,40 @@ def test_unix_socket_origin(scripted_origin: OriginFactory) -> None:
     gunpy.close(conn)
 
 
+@pytest.mark.parametrize("host", ["127.0.0.2", "::1"], ids=["ipv4", "ipv6"])
+def test_origin_on_another_address(scripted_origin: OriginFactory, host: str) -> None:
+    """``host``: another loopback address, IPv4 or IPv6; open() connects to it."""
+    try:
+        origin = scripted_origin(
+            [ExpectRequest("GET", "/"), Respond(204)], host=host, name="elsewhere"
+        )
+    except OSError as e:  # no IPv6 loopback here
+        pytest.skip(f"cannot listen on {host}: {e}")
+    assert origin.host == host and origin.port != 0 and origin.transport == "tcp"
+    assert f"{'[::1]' if host == '::1' else host}:{origin.port}" in repr(origin)
+    conn = origin.open()
+    ref = gunpy.get(conn, "/")
+    assert_receive(gun_response(conn, ref, "fin", 204))
+    origin.wait()
+    host_header = f"[{host}]" if ":" in host else host
+    assert origin.conns[0].requests[0].header("host") == f"{host_header}:{origin.port}"
+    assert origin.conns[0].sock.getsockname()[0] == host
+    assert_receive(gun_up(conn))
+
+
+def test_origin_on_a_given_port(scripted_origin: OriginFactory) -> None:
+    """``port``: listen there; a port that cannot be bound raises, and nothing is left open."""
+    port = refused_port()
+    origin = scripted_origin(port=port)
+    assert origin.port == port
+    conn = origin.open(RAW)
+    assert_receive(gun_up(conn, "raw"))
+    assert origin.accept().index == 1
+    with pytest.raises(OSError):  # in use (and nothing leaks: warnings are errors here)
+        ScriptedOrigin(port=port)
+    assert len(scripted_origin.origins) == 1
+
+
 def test_tls_origin_with_tls_pair(scripted_origin: OriginFactory, tls_pair: TLSPair) -> None:
     origin = scripted_origin(
         [ExpectRequest("GET", "/"), Respond(200, body=b"secure")], tls=tls_pair
@@ -468,6 +502,10 @@ def test_bad_arguments() -> None:
         ScriptedOrigin(scripts=[[Close()], [b"x"]])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="Unix"):
         ScriptedOrigin(unix=True, tls=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
+    with pytest.raises(TypeError, match="no host or port"):
+        ScriptedOrigin(unix=True, port=8080)
+    with pytest.raises(TypeError, match="no host or port"):
+        ScriptedOrigin(unix=True, host="127.0.0.2")
 
 
 def test_wait_reports_missing_connections_and_slow_scripts() -> None:
