@@ -22,7 +22,7 @@ from pathlib import Path
 from .clients import CLIENTS
 from .harness import SCALE_CLIENTS, WORKLOADS, Settings, run_scale, run_workload
 from .report import scale_table, target_lines, targets, workload_table, write
-from .servers import ServerError, build_echo, make_workdir, start_echo, start_nginx
+from .servers import ServerError, build_echo, make_workdir, start_echo, start_hypercorn, start_nginx
 
 ALL = [*WORKLOADS, "scale"]
 
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         servers["tcp"] = start_echo("tcp", workdir, a.gomaxprocs)
         if any(WORKLOADS[w].server == "http" for w in workloads if w in WORKLOADS):
             servers["http"] = start_nginx(workdir)
+        if any(WORKLOADS[w].server == "hypercorn" for w in workloads if w in WORKLOADS):
+            servers["hypercorn"] = start_hypercorn(workdir)
     except ServerError as e:
         for s in servers.values():
             s.stop()
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "ws_port": servers["ws"].port,
         "tcp_port": servers["tcp"].port,
         "http_port": servers["http"].port if "http" in servers else 0,
+        "hypercorn_port": servers["hypercorn"].port if "hypercorn" in servers else 0,
         "window": st.window,
         "small_path": "/small.txt",
         "big_path": "/big.bin",
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     mode = "quick" if quick else "full"
     log(f"benchmarks ({mode}): {st.runs} rounds × {st.duration:g} s per client; "
-        f"Go echo {a.ws_server} on {cfg['ws_port']}, nginx on {cfg['http_port']}")  # fmt: skip
+        f"Go echo {a.ws_server} on {cfg['ws_port']}, nginx on {cfg['http_port']}"
+        + (f", hypercorn on {cfg['hypercorn_port']}" if "hypercorn" in servers else ""))  # fmt: skip
     results = {}
     scale = None
     try:

@@ -53,7 +53,7 @@ class Workload:
     title: str
     clients: tuple[str, ...]
     unit: str  # what the main metric counts
-    server: str  # "ws" or "http"; the tcp-floor client always uses the TCP echo
+    server: str  # "ws", "http" (nginx) or "hypercorn"; tcp-floor always uses the TCP echo
     latency: bool = False  # p50/p99 columns
     per_op_bytes: bool = False  # main metric is MiB/s rather than ops/s
     targets: tuple[Target, ...] = ()
@@ -102,6 +102,17 @@ WORKLOADS: dict[str, Workload] = {
             targets=(Target("h11-floor", 0.9, "≥ 0.9× raw h11 pipelined"),),
             note="No other peer pipelines. 100 requests written up front, each response "
                  "read tops the window up.",
+        ),
+        Workload(
+            "http2_concurrent", "HTTP/2 GET of 100 B, 100 streams in flight on one connection (hypercorn)",
+            ("gunpy", "gunpy-h1-pipelined", "httpx", "h2-floor"), "req/s", "hypercorn",
+            latency=True,
+            note="hypercorn (one worker, asyncio) serving a tiny ASGI app, 100 B per response. "
+                 "gunpy, httpx and h2-floor: h2c with prior knowledge, 100 streams in flight, "
+                 "each completion (in any order) opens one more; gunpy-h1-pipelined: gunpy over "
+                 "HTTP/1.1, 100 requests pipelined. httpx: `AsyncClient(http1=False, http2=True)`, "
+                 "100 tasks. Latency: request sent → response complete, with 100 in flight. "
+                 "Server CPU near 100 % means hypercorn, not the client, sets the rate.",
         ),
         Workload(
             "http_1mib", "HTTP/1.1 GET of 1 MiB, one keep-alive connection",

@@ -33,7 +33,7 @@ from typing import Any
 
 from .clients import CLIENTS
 from .harness import WORKLOADS
-from .servers import make_workdir, start_echo, start_nginx
+from .servers import make_workdir, start_echo, start_hypercorn, start_nginx
 
 ROOT = Path(__file__).resolve().parent.parent
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if w.server == "ws":
             servers["ws"] = start_echo(a.ws_server, workdir)
+        elif w.server == "hypercorn":
+            servers["hypercorn"] = start_hypercorn(workdir)
         else:
             servers["http"] = start_nginx(workdir)
         cfg: dict[str, Any] = {
@@ -195,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             "big_path": "/big.bin", "tcp_port": servers["tcp"].port,
             "ws_port": servers["ws"].port if "ws" in servers else 0,
             "http_port": servers["http"].port if "http" in servers else 0,
+            "hypercorn_port": servers["hypercorn"].port if "hypercorn" in servers else 0,
             "scale_batch": 500, "stack_size": 256 * 1024,
         }  # fmt: skip
         target = [sys.executable, "-m", "benchmarks.profile", "--target", a.workload, a.client,

@@ -21,7 +21,7 @@ from .harness import (
     ScaleSummary,
     Settings,
 )
-from .servers import go_version, nginx_version
+from .servers import go_version, hypercorn_version, nginx_version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,6 +72,7 @@ def versions() -> dict[str, str]:
             out[n] = "not installed"
     out["go"] = go_version()
     out["nginx"] = nginx_version()
+    out["hypercorn"] = hypercorn_version()
     return out
 
 
@@ -268,11 +269,11 @@ def write(
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, "
         f"Linux {m['kernel']}, {m['python_implementation']} {m['python']}",
         f"- gunpy {v.get('gunpy')} (git {info['gunpy_git']}), pykka {v.get('pykka')}, "
-        f"h11 {v.get('h11')}, wsproto {v.get('wsproto')}",
+        f"h11 {v.get('h11')}, wsproto {v.get('wsproto')}, h2 {v.get('h2')}",
         "- peers: " + ", ".join(f"{k} {v[k]}" for k in ("websocket-client", "websockets",
                                 "aiohttp", "urllib3", "httpx", "httpcore") if k in v),
         f"- servers: Go echo `{meta.get('ws_server')}` mode (GOMAXPROCS={meta.get('gomaxprocs')}, "
-        f"{v['go']}); nginx {v['nginx']} (1 worker)",
+        f"{v['go']}); nginx {v['nginx']} (1 worker); hypercorn {v['hypercorn']} (1 worker, asyncio)",
         f"- {st.runs} alternating rounds × {st.duration:g} s measured (+{st.warmup:g} s warm-up) "
         f"per client; total {elapsed:.0f} s",
         f"- load average (1 min) at start {meta['loadavg_start'][0]:.2f}, at end "

@@ -1,4 +1,5 @@
-"""The benchmark servers: the Go echo server (Websocket and plain TCP) and nginx.
+"""The benchmark servers: the Go echo server (Websocket and plain TCP), nginx and
+hypercorn (``asgi_server.py``, for HTTP/2).
 
 Every server is a child of the harness, started in its own process group, bound
 to 127.0.0.1, and stopped by its own handle (this machine's PID 1 does not reap
@@ -15,6 +16,8 @@ when they are missing.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import importlib.util
 import os
 import random
 import resource
@@ -22,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -272,6 +276,28 @@ def start_nginx(workdir: Path) -> Server:
     argv = [exe, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "logs" / "error.log"),
             "-g", "daemon off;"]  # fmt: skip
     return Server("nginx", argv, port, prefix / "logs" / "stdout.log")
+
+
+# --------------------------------------------------------------------------- hypercorn
+
+
+def hypercorn_version() -> str:
+    try:
+        return importlib.metadata.version("hypercorn")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def start_hypercorn(workdir: Path) -> Server:
+    """hypercorn (one worker, asyncio) serving ``asgi_server.app``: HTTP/1.1 and h2c."""
+    if importlib.util.find_spec("hypercorn") is None:
+        raise ServerError("hypercorn is not installed (make venv: pip install -e '.[test]')")
+    port = free_port()
+    env = {"PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return Server(
+        "hypercorn", [sys.executable, "-m", "benchmarks.asgi_server", str(port)], port,
+        workdir / "hypercorn.log", env=env, cwd=HERE.parent,
+    )  # fmt: skip
 
 
 def make_workdir() -> Path:

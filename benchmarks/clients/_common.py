@@ -8,7 +8,8 @@ workload for ``warmup`` seconds unmeasured, calls ``meter.start()``, runs until
 measured window.  A scale workload function is ``fn(cfg, n) -> dict``.
 
 ``cfg`` keys: ``host``; ``ws_port`` (Go echo, Websocket); ``tcp_port`` (Go echo,
-plain TCP); ``http_port`` (nginx); ``window`` (messages/requests in flight);
+plain TCP); ``http_port`` (nginx); ``hypercorn_port`` (hypercorn: HTTP/1.1 and
+h2c, every path answers 100 B); ``window`` (messages/requests in flight);
 ``small_path`` / ``big_path`` (nginx's 100 B and 1 MiB files).
 """
 

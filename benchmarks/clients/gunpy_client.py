@@ -1,6 +1,9 @@
 """gunpy, used the way its README shows: ``open``, ``await_up``, ``ws_upgrade``,
 ``ws_send`` + ``receive(("gun_ws", conn, ref, ANY), after=...)``, ``get`` +
-``await_`` + ``await_body``.  Default options, except ``retry: 0``."""
+``await_`` + ``await_body``; on HTTP/2, ``get`` + ``receive`` of ``gun_response`` /
+``gun_data`` for any stream.  Default options, except ``retry: 0`` (and
+``protocols: ["http2"]`` for h2c prior knowledge).  ``http2_concurrent_h1`` is the
+``gunpy-h1-pipelined`` client (``gunpy_h1``)."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from ._common import (
     check,
     latency_loop,
     perf_counter,
+    perf_counter_ns,
     rss_kib,
     thread_count,
     warm,
@@ -168,6 +172,109 @@ def http_pipelined(cfg: dict[str, Any], meter: Meter, warmup: float) -> dict[str
         gunpy.close(conn)
 
 
+def _windowed(
+    batch: Any, window: int, meter: Meter, warmup: float, lat: list[int]
+) -> dict[str, Any]:
+    """Warm up (``warmup`` seconds and at least ``window`` completions: the first
+    window's latencies are the start-up's), then run ``batch`` (32 completions) until
+    the meter expires; ``lat`` collects the latency samples."""
+    end = perf_counter() + warmup
+    for _ in range(0, window, 32):
+        batch()
+    while perf_counter() < end:
+        batch()
+    lat.clear()
+    n = 0
+    meter.start()
+    while not meter.expired():
+        batch()
+        n += 32
+    return meter.stop(n, n * 100, lat)
+
+
+def http2_concurrent(cfg: dict[str, Any], meter: Meter, warmup: float) -> dict[str, Any]:
+    """HTTP/2 (h2c prior knowledge): ``window`` GETs in flight on one connection, each
+    completion (in whatever order the streams end) starting one more.  Hypercorn
+    answers each with HEADERS, DATA (100 B) and an empty DATA with END_STREAM, so a
+    request is three messages: ``gun_response`` nofin, ``gun_data`` nofin, ``gun_data``
+    fin.  Latency: from ``get`` to the fin message taken by ``receive``."""
+    ok, conn = gunpy.open(cfg["host"], cfg["hypercorn_port"], {"protocols": ["http2"], "retry": 0})
+    check(ok == "ok", f"open: {conn!r}")
+    up = gunpy.await_up(conn, TIMEOUT_MS)
+    check(up == ("ok", "http2"), f"await_up: {up!r}")
+    path = cfg["small_path"]
+    get, receive, now = gunpy.get, gunpy.receive, perf_counter_ns
+    pats = (("gun_response", conn, ANY, ANY, ANY, ANY), ("gun_data", conn, ANY, ANY, ANY),
+            ("gun_error", conn, ANY, ANY), ("gun_error", conn, ANY))  # fmt: skip
+    sent: dict[Any, int] = {}
+    got: dict[Any, int] = {}
+    lat: list[int] = []
+    for _ in range(cfg["window"]):
+        sent[get(conn, path)] = now()
+
+    def batch() -> None:
+        done = 0
+        while done < 32:
+            m = receive(*pats, after=TIMEOUT_MS)
+            tag = m[0] if type(m) is tuple else m
+            if tag == "gun_data":
+                ref = m[2]
+                got[ref] += len(m[4])
+                if m[3] == "nofin":
+                    continue
+            elif tag == "gun_response":
+                ref = m[2]
+                if m[4] != 200:
+                    raise AssertionError(f"response {m!r}")
+                got[ref] = 0
+                if m[3] == "nofin":
+                    continue
+            else:
+                raise AssertionError(f"unexpected {m!r}")
+            t = now()
+            lat.append(t - sent.pop(ref))
+            if got.pop(ref) != 100:
+                raise AssertionError("bad body")
+            sent[get(conn, path)] = now()
+            done += 1
+
+    try:
+        return _windowed(batch, cfg["window"], meter, warmup, lat)
+    finally:
+        gunpy.close(conn)
+        # the replies still in flight: left queued, they would sit in front of the next
+        # run's messages, and every receive above (any stream: no index key) scans them
+        gunpy.flush(conn)
+
+
+def http2_concurrent_h1(cfg: dict[str, Any], meter: Meter, warmup: float) -> dict[str, Any]:
+    """The same ``window`` GETs in flight, over HTTP/1.1 pipelining (``http_pipelined``
+    against hypercorn): responses come in order, each read tops the window up."""
+    conn = _open(cfg["host"], cfg["hypercorn_port"])
+    path = cfg["small_path"]
+    get, await_, await_body, now = gunpy.get, gunpy.await_, gunpy.await_body, perf_counter_ns
+    refs = deque((get(conn, path), now()) for _ in range(cfg["window"]))
+    lat: list[int] = []
+
+    def batch() -> None:
+        for _ in range(32):
+            ref, t0 = refs.popleft()
+            r = await_(conn, ref, TIMEOUT_MS)
+            if r[0] != "response" or r[2] != 200:
+                raise AssertionError(f"response {r!r}")
+            b = await_body(conn, ref, TIMEOUT_MS)
+            if b[0] != "ok" or len(b[1]) != 100:
+                raise AssertionError(f"body {b!r:.80}")
+            lat.append(now() - t0)
+            refs.append((get(conn, path), now()))
+
+    try:
+        return _windowed(batch, cfg["window"], meter, warmup, lat)
+    finally:
+        gunpy.close(conn)
+        gunpy.flush(conn)  # the replies still in flight (see http2_concurrent)
+
+
 def scale(cfg: dict[str, Any], n: int) -> dict[str, Any]:
     """``n`` Websocket connections open at once, each echoing one message.
 
@@ -245,5 +352,6 @@ WORKLOADS = {
     "http_get": http_get,
     "http_pipelined": http_pipelined,
     "http_1mib": http_1mib,
+    "http2_concurrent": http2_concurrent,
     "scale": scale,
 }
