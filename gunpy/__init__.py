@@ -6,12 +6,14 @@ a selective ``receive``.  ``gunpy.process`` holds the Erlang process primitives
 (also re-exported here).
 """
 
+from . import cookies as cookies
 from ._api import StreamRef as StreamRef
 from ._api import await_ as await_
 from ._api import await_body as await_body
 from ._api import await_up as await_up
 from ._api import cancel as cancel
 from ._api import close as close
+from ._api import connect as connect
 from ._api import data as data
 from ._api import delete as delete
 from ._api import flush as flush
@@ -74,6 +76,7 @@ __all__ = [
     "cancel",
     "cancel_timer",
     "close",
+    "connect",
     "data",
     "delete",
     "demonitor",

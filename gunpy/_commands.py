@@ -108,5 +108,38 @@ class CancelTimer:
     name: str
 
 
-Command = Send | Deliver | SetActive | Close | Closing | SwitchProtocol | StartTimer | CancelTimer
+@dataclass(slots=True)
+class Tunnel:
+    """The connection becomes a tunnel to ``destination`` (Gun's ``origin`` command
+    followed by ``tls_handshake`` or ``switch_protocol``).
+
+    Given by the HTTP/1.1 handler for a 2xx answer to a CONNECT, and by the SOCKS
+    handler once the proxy has connected.  ``kind`` is the intermediary's type
+    (``"connect"`` or ``"socks5"``); ``ref`` the stream ref the tunnel runs on (the
+    CONNECT's, or the SOCKS layer's own, None at the top level); ``reply_to`` gets
+    ``gun_tunnel_up``; ``destination`` holds ``host``, ``port``, ``transport``,
+    ``protocols``, ``tls_opts`` and ``tls_handshake_timeout``; ``buffer`` the bytes
+    that followed the proxy's answer, for the protocol inside the tunnel.  The
+    actor records the proxy as an intermediary, makes the destination the origin,
+    runs the TLS handshake when asked, then installs the inner protocol's handler.
+    """
+
+    kind: str
+    ref: Any
+    reply_to: ReplyTo
+    destination: dict[str, Any]
+    buffer: bytes = b""
+
+
+Command = (
+    Send
+    | Deliver
+    | SetActive
+    | Close
+    | Closing
+    | SwitchProtocol
+    | StartTimer
+    | CancelTimer
+    | Tunnel
+)
 Commands = list[Command]

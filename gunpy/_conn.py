@@ -34,6 +34,20 @@ retry budget is restored after a loss only if the connection had made progress
 (a response, an upgrade, a data message) or stayed up for ``retry_timeout``:
 Gun's reset-on-every-connect lets a server that accepts and closes drive an
 endless, unthrottled reconnect storm (gun-reference 7).
+
+Tunnels (gun-reference 4.11, 4.12).  A handler's ``Tunnel`` command (an HTTP/1.1
+proxy's 2xx to a CONNECT, a SOCKS proxy's reply) makes the whole connection a
+tunnel: the proxy goes into ``intermediaries``, the destination becomes the
+origin (``ctx``), the CONNECT's ref becomes ``base_ref`` (the refs of requests
+through it must start with it: ``_tunnel_check``), then either a TLS handshake
+runs inside the tunnel (state ``tls_handshake``: ``ssl`` wraps the socket when
+nothing else encrypts it, else a ``TlsLayer`` on memory BIOs sits above the TLS
+below: ``layers``, TLS over TLS) or the protocol inside is installed at once, and
+``gun_tunnel_up`` goes to the CONNECT's reply target (the owner for SOCKS).
+User operations wait in ``queue`` meanwhile, and while a SOCKS handshake runs
+(``no_input``).  HTTP/2 proxies keep their tunnels per stream (the handler's
+business, ``protocols/tunnel.py``).  A disconnect forgets every tunnel: the
+origin is the first hop again, as in Gun.
 """
 
 from __future__ import annotations
@@ -64,8 +78,14 @@ from ._commands import (
     SetActive,
     StartTimer,
     SwitchProtocol,
+    Tunnel,
 )
 from ._process import Mailbox, Pid, _set_self, as_pid, demonitor, monitor
+from ._tls import TlsLayer as _TlsLayer
+from ._tls import errno_reason as errno_reason
+from ._tls import negotiated
+from ._tls import tls_read as _tls_read
+from ._tls import tls_reason as tls_reason
 from .protocols import handler_class
 from .protocols.base import HandlerContext
 
@@ -79,7 +99,24 @@ _RECV_SIZE = 65536  # >= 128 KiB costs a fresh mmap per recv (ARCHITECTURE 8)
 
 # User operations (casts), queued while not connected.
 _OPS = frozenset(
-    {"$request", "$data", "$ws_send", "$update_flow", "$cancel", "$ws_upgrade", "$ping"}
+    {
+        "$request",
+        "$data",
+        "$ws_send",
+        "$update_flow",
+        "$cancel",
+        "$ws_upgrade",
+        "$ping",
+        "$connect",
+    }
+)
+# The operations that open a stream (their ref says which tunnel they go through).
+_NEW_STREAM_OPS = frozenset({"$request", "$ws_upgrade", "$connect"})
+
+BADSTATE_NOT_A_TUNNEL = "The stream is not a tunnel."
+BADSTATE_TUNNEL_REQUIRED = (
+    "This connection goes through a CONNECT tunnel: pass the CONNECT's stream "
+    "reference in the tunnel option."
 )
 
 # Messages whose delivery shows the connection made progress (reconnect-storm guard).
@@ -95,35 +132,6 @@ def _lookup_pool() -> ThreadPoolExecutor:
     if _dns_pool is None:
         _dns_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gunpy-dns")
     return _dns_pool
-
-
-def errno_reason(e: BaseException) -> Any:
-    """An Erlang-style reason for a socket error: ``"econnrefused"``, ``"timeout"``..."""
-    if isinstance(e, socket.timeout | TimeoutError):
-        return "timeout"
-    if isinstance(e, OSError) and e.errno is not None and e.errno in errno.errorcode:
-        return errno.errorcode[e.errno].lower()
-    return str(e) or type(e).__name__
-
-
-def tls_reason(e: BaseException) -> Any:
-    """Gun reports TLS failures as ``{tls_alert, {Alert, Text}}``; keep that shape."""
-    if isinstance(e, ssl.SSLCertVerificationError):
-        code = getattr(e, "verify_code", 0)
-        text = getattr(e, "verify_message", "") or str(e)
-        if code in (18, 19, 20, 21, 2):
-            alert = "unknown_ca"
-        elif code == 10:
-            alert = "certificate_expired"
-        elif code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
-            alert = "handshake_failure"
-        else:
-            alert = "bad_certificate"
-        return ("tls_alert", (alert, text))
-    if isinstance(e, ssl.SSLError):
-        name = (e.reason or "handshake_failure").lower()
-        return ("tls_alert", (name, str(e)))
-    return errno_reason(e)
 
 
 # ---------------------------------------------------------------------------
@@ -308,6 +316,18 @@ class Connection(pykka.ThreadingActor):
         self.out_len = 0
         self.handler: Any = None
         self.protocol: str | None = None
+        self.no_input = False  # the handler takes no user operation yet (SOCKS)
+        # Tunnels (Gun 4.11, 4.12): the proxies passed, in order, as info() lists
+        # them; per intermediary the CONNECT's (ref, reply_to), None for SOCKS; the
+        # last HTTP/1.1 CONNECT's ref (tunnelled refs start with it); the TLS
+        # sessions inside tunnels, innermost last (TLS over TLS: _TlsLayer); the
+        # tunnel waiting for its TLS handshake, and that handshake's layer.
+        self.intermediaries: list[dict[str, Any]] = []
+        self.tunnel_refs: list[tuple[Any, Any] | None] = []
+        self.base_ref: Any = None
+        self.layers: list[_TlsLayer] = []
+        self.tunnel: Tunnel | None = None
+        self.tunnel_layer: _TlsLayer | None = None
         self.queue: list[tuple[Any, ...]] = []
         self.retries = opts["retry"]
         self.first_retry = True
@@ -519,16 +539,25 @@ class Connection(pykka.ThreadingActor):
             self._inbox.watch(sock.fileno(), _POLLOUT)
             return
         except ssl.SSLCertVerificationError as e:
+            if self.tunnel is not None:
+                self._tunnel_failed(tls_reason(e))
+                return
             # A bad certificate will not fix itself in retry_timeout: retrying
             # would only hammer the server (Gun issue #192).  Stop now.
             self.retries = 0
             self._attempt_failed(tls_reason(e))
             return
         except (ssl.SSLError, OSError) as e:
+            if self.tunnel is not None:
+                self._tunnel_failed(tls_reason(e))
+                return
             self._attempt_failed(tls_reason(e))
             return
         self._inbox.cancel_timer("tls")
         alpn = sock.selected_alpn_protocol()
+        if self.tunnel is not None:
+            self._tunnel_up(_negotiated(alpn, self.tunnel.destination), b"")
+            return
         self._up(alpn)
 
     def _up(self, alpn: str | None) -> None:
@@ -542,6 +571,7 @@ class Connection(pykka.ThreadingActor):
         cls = handler_class(proto)
         self.handler = cls(self.ctx, _options.protocol_opts(self.opts, proto))
         self.protocol = proto
+        self.no_input = cls.no_input
         self.state = "connected"
         self.up_at = time.monotonic()
         self.progressed = False
@@ -603,7 +633,10 @@ class Connection(pykka.ThreadingActor):
                 self._on_connected_tcp()
             return
         if state == "tls_handshake":
-            self._tls_step()
+            if self.tunnel_layer is not None:
+                self._tunnel_layer_read()
+            else:
+                self._tls_step()
             return
         if self.handler is None or self.sock is None:
             return
@@ -620,6 +653,21 @@ class Connection(pykka.ThreadingActor):
         except OSError as e:
             self._disconnect(("error", errno_reason(e)))
             return
+        if data and self.layers:
+            # TLS inside a tunnel: what the innermost session decrypted.
+            try:
+                plain = self._unwrap(data, len(self.layers))
+            except ssl.SSLError as e:
+                self._disconnect(("error", tls_reason(e)))
+                return
+            if plain is None:
+                data = b""  # the TLS peer inside the tunnel closed (close_notify)
+            elif not plain:
+                if type(sock) is ssl.SSLSocket and self.sock is sock and sock.pending():
+                    self._inbox.set_ready()
+                return
+            else:
+                data = plain
         if data:
             self._run(self.handler.handle(data))
             if type(sock) is ssl.SSLSocket and self.sock is sock and sock.pending():
@@ -634,12 +682,12 @@ class Connection(pykka.ThreadingActor):
     def _op(self, op: tuple[Any, ...]) -> None:
         """A user operation (cast).  Queued while not connected, as Gun postpones it."""
         state = self.state
-        if state == "connected":
+        if state == "connected" and not self.no_input:
             self._dispatch(op)
             return
         tag = op[0]
         if state == "closing":
-            if tag == "$request" or tag == "$ws_upgrade":
+            if tag in _NEW_STREAM_OPS:
                 if self.opts["retry"] == 0 or self.shutdown_reason is not None:
                     # Gun: "closing" when the connection will not come back.
                     op[2].send(("gun_error", self.pid, op[1], "closing"))
@@ -650,7 +698,7 @@ class Connection(pykka.ThreadingActor):
             return
         if tag == "$cancel":
             for i, q in enumerate(self.queue):
-                if q[0] in ("$request", "$ws_upgrade") and q[1] is op[1]:
+                if q[0] in _NEW_STREAM_OPS and q[1] is op[1]:
                     del self.queue[i]  # never sent: nothing to cancel on the wire
                     return
         # Gun postpones every cast while not connected; they run in order once up
@@ -660,6 +708,8 @@ class Connection(pykka.ThreadingActor):
     def _dispatch(self, op: tuple[Any, ...]) -> None:
         h = self.handler
         tag = op[0]
+        if tag in _NEW_STREAM_OPS and not self._tunnel_check(op[1], op[2]):
+            return
         if tag == "$request":
             _, ref, reply_to, method, path, headers, body, req_opts = op
             cmds = h.request(ref, reply_to, method, path, headers, body, req_opts)
@@ -672,7 +722,16 @@ class Connection(pykka.ThreadingActor):
         elif tag == "$update_flow":
             cmds = h.update_flow(op[1], op[2])
         elif tag == "$ping":
-            cmds = h.ping(op[1], op[2])
+            tunnel = op[3] if len(op) > 3 else None
+            if tunnel is None or _ref_chain(tunnel) == _ref_chain(self.base_ref):
+                cmds = h.ping(op[1], op[2])  # the server at the end of this connection
+            elif not self._tunnel_check((*_ref_chain(tunnel), op[1]), op[2], op[1]):
+                return
+            else:
+                cmds = h.ping_tunnel(tunnel, op[1], op[2])  # through a stream's tunnel
+        elif tag == "$connect":
+            _, ref, reply_to, destination, headers, req_opts = op
+            cmds = h.connect(ref, reply_to, destination, headers, req_opts)
         elif tag == "$ws_upgrade":
             _, ref, reply_to, path, headers, ws_opts = op
             if ws_opts is None:
@@ -763,6 +822,10 @@ class Connection(pykka.ThreadingActor):
         elif t is SwitchProtocol:
             assert isinstance(c, SwitchProtocol)
             self._switch(c)
+        elif t is Tunnel:
+            assert isinstance(c, Tunnel)
+            self._tunnel(c)
+            return self.state in ("connected", "tls_handshake")
         elif t is StartTimer:
             assert isinstance(c, StartTimer)
             self._inbox.start_timer("h:" + c.name, c.ms)
@@ -779,6 +842,7 @@ class Connection(pykka.ThreadingActor):
             opts = _options.protocol_opts(self.opts, c.protocol)
         self.handler = cls(self.ctx, opts, **args)
         self.protocol = c.protocol
+        self.no_input = cls.no_input
         if c.protocol == "ws":
             self.reupgrade_op = self.reupgrade_pending.pop(args.get("ref"), None)
         self.progressed = True
@@ -803,11 +867,22 @@ class Connection(pykka.ThreadingActor):
             if ms is not None and ms != "infinity":
                 self._inbox.start_timer("keepalive", ms)
 
-    def _send(self, data: bytes) -> bool:
-        """Write all of ``data``; False (after disconnecting) on error or send_timeout."""
+    def _send(self, data: bytes, through: int | None = None) -> bool:
+        """Write all of ``data``; False (after disconnecting) on error or send_timeout.
+
+        Inside TLS tunnels ``data`` is encrypted by every TLS layer first (innermost
+        first), or by the ``through`` outermost ones only (a layer's own records).
+        """
         sock = self.sock
         if sock is None:
             return False
+        n = len(self.layers) if through is None else through
+        if n:
+            try:
+                data = self._wrap(data, n)
+            except ssl.SSLError as e:
+                self._disconnect(("error", tls_reason(e)))
+                return False
         try:
             n = sock.send(data)
             if n == len(data):
@@ -857,7 +932,10 @@ class Connection(pykka.ThreadingActor):
                 self._attempt_failed("timeout")
         elif name == "tls":
             if self.state == "tls_handshake":
-                self._attempt_failed("timeout")
+                if self.tunnel is not None:
+                    self._tunnel_failed("timeout")
+                else:
+                    self._attempt_failed("timeout")
         elif name == "keepalive":
             if self.handler is not None:
                 self._run(self.handler.keepalive())
@@ -875,6 +953,8 @@ class Connection(pykka.ThreadingActor):
         self.sock = None
         self.out.clear()
         self.out_len = 0
+        self.layers = []
+        self.tunnel_layer = None
         self._inbox.unwatch()
         if sock is not None:
             try:
@@ -913,6 +993,8 @@ class Connection(pykka.ThreadingActor):
             self.queue.insert(0, reupgrade)
         self.state = "not_connected"
         self.protocol = None
+        self.no_input = False
+        self._reset_tunnels()
         if self.shutdown_reason is not None:
             # shutdown / owner down: no gun_down, the process just exits (Gun 4.2).
             self._exit(self.shutdown_reason)
@@ -981,7 +1063,7 @@ class Connection(pykka.ThreadingActor):
         # instead of silence.
         queued, self.queue = self.queue, []
         for op in queued:
-            if op[0] in ("$request", "$ws_upgrade"):
+            if op[0] in _NEW_STREAM_OPS:
                 op[2].send(("gun_error", self.pid, op[1], ("closed", reason)))
         if self.handler is not None:
             h = self.handler
@@ -995,6 +1077,292 @@ class Connection(pykka.ThreadingActor):
         self.state = "closed"
         self._stop()
 
+    # -- tunnels (Gun 4.11, 4.12) --------------------------------------------------
+    def _tunnel_check(self, ref: Any, reply_to: Any, err_ref: Any = None) -> bool:
+        """Does the new stream ``ref`` go through this connection's tunnel?
+
+        Tunnelled refs are the CONNECT's ref followed by their own (Gun's lists,
+        tuples here), and the request must name the tunnel the connection is:
+        Gun's ``dereference_stream_ref``.  A mismatch gets a ``badstate`` stream
+        error (Gun crashes or answers "The stream is not a tunnel.").
+        """
+        base = self.base_ref
+        # Deeper refs are for tunnels on streams (HTTP/2 CONNECT): the handler's.
+        deeper = getattr(self.handler, "tunnels", False)
+        if base is None:
+            if type(ref) is not tuple or deeper:
+                return True
+            text = BADSTATE_NOT_A_TUNNEL
+        else:
+            prefix = _ref_chain(base)
+            if type(ref) is tuple and ref[: len(prefix)] == prefix and len(ref) > len(prefix):
+                if len(ref) == len(prefix) + 1 or deeper:
+                    return True
+                text = BADSTATE_NOT_A_TUNNEL
+            else:
+                text = BADSTATE_TUNNEL_REQUIRED
+        reply_to.send(
+            ("gun_error", self.pid, ref if err_ref is None else err_ref, ("badstate", text))
+        )
+        return False
+
+    def _tunnel(self, c: Tunnel) -> None:
+        """A handler's ``Tunnel``: Gun's ``origin`` command, then TLS or the next protocol."""
+        ctx = self.ctx
+        self.intermediaries.append(
+            {
+                "type": c.kind,
+                "host": ctx.origin_host,
+                "port": ctx.origin_port,
+                "transport": "tcp" if ctx.transport == "unix" else ctx.transport,
+                "protocol": self.protocol,
+            }
+        )
+        self.tunnel_refs.append((c.ref, c.reply_to) if c.kind == "connect" else None)
+        dest = c.destination
+        transport = "tls" if dest.get("transport") in ("tls", "ssl") else "tcp"
+        ctx.origin_host = str(dest["host"])
+        ctx.origin_port = dest["port"]
+        ctx.origin_scheme = "https" if transport == "tls" else "http"
+        ctx.transport = transport
+        if c.kind == "connect":
+            self.base_ref = ctx.base_ref = c.ref
+        # The proxy protocol's timers mean nothing to the next protocol.
+        self._inbox.cancel_timer("keepalive")
+        for name in [n for n in self._inbox._timers if n.startswith("h:")]:
+            self._inbox.cancel_timer(name)
+        self.tunnel = c
+        self.no_input = True
+        if transport == "tls":
+            self._tunnel_tls_start(c)
+        else:
+            self._tunnel_up(_options.protocol_names(dest)[0], c.buffer)
+
+    def _tunnel_tls_start(self, c: Tunnel) -> None:
+        """TLS inside the tunnel: over the socket itself when nothing else encrypts
+        it (ssl wraps the socket), else a ``_TlsLayer`` over the TLS below."""
+        from ._tls import client_context, server_hostname
+
+        dest = c.destination
+        tls_opts = dest.get("tls_opts") or {}
+        try:
+            sslctx = client_context(tls_opts, _options.protocol_names(dest))
+            hostname = server_hostname(str(dest["host"]), tls_opts)
+        except (ssl.SSLError, OSError, ValueError) as e:
+            self._tunnel_failed(("tls_opts", str(e)))
+            return
+        self.state = "tls_handshake"
+        timeout = dest.get("tls_handshake_timeout", "infinity")
+        if timeout != "infinity":
+            self._inbox.start_timer("tls", timeout)
+        sock = self.sock
+        assert sock is not None
+        if not self.layers and type(sock) is socket.socket and not c.buffer:
+            try:
+                self.sock = sslctx.wrap_socket(
+                    sock, server_hostname=hostname, do_handshake_on_connect=False
+                )
+            except (ssl.SSLError, OSError, ValueError) as e:
+                self._tunnel_failed(tls_reason(e))
+                return
+            self._tls_step()
+            return
+        try:
+            self.tunnel_layer = _TlsLayer(sslctx, hostname)
+        except (ssl.SSLError, ValueError) as e:
+            self._tunnel_failed(tls_reason(e))
+            return
+        self._inbox.watch(sock.fileno(), _POLLIN)
+        self._tunnel_layer_step(c.buffer)
+
+    def _tunnel_layer_read(self) -> None:
+        """Socket input during a TLS-over-TLS handshake."""
+        sock = self.sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except ssl.SSLError as e:
+            self._tunnel_failed(tls_reason(e))
+            return
+        except OSError as e:
+            self._tunnel_failed(errno_reason(e))
+            return
+        plain: bytes | None = data
+        if data and self.layers:
+            try:
+                plain = self._unwrap(data, len(self.layers))
+            except ssl.SSLError as e:
+                self._tunnel_failed(tls_reason(e))
+                return
+        if not data or plain is None:
+            self._tunnel_failed("closed")
+            return
+        if type(sock) is ssl.SSLSocket and sock.pending():
+            self._inbox.set_ready()
+        self._tunnel_layer_step(plain)
+
+    def _tunnel_layer_step(self, data: bytes) -> None:
+        layer = self.tunnel_layer
+        assert layer is not None
+        if data:
+            layer.incoming.write(data)
+        try:
+            layer.obj.do_handshake()
+            done = True
+        except ssl.SSLWantReadError:
+            done = False
+        except (ssl.SSLError, OSError) as e:
+            self._tunnel_failed(tls_reason(e))
+            return
+        out = layer.outgoing.read()
+        if out and not self._send(out):  # through the layers below only
+            return
+        if not done:
+            return
+        self.tunnel_layer = None
+        self.layers.append(layer)
+        self._inbox.cancel_timer("tls")
+        try:
+            buffer = _tls_read(layer)
+        except ssl.SSLError as e:
+            self._tunnel_failed(tls_reason(e))
+            return
+        assert self.tunnel is not None
+        proto = _negotiated(layer.obj.selected_alpn_protocol(), self.tunnel.destination)
+        self._tunnel_up(proto, buffer or b"")
+
+    def _tunnel_failed(self, reason: Any) -> None:
+        """The tunnel's TLS handshake failed: the connection goes down (Gun's
+        ``{error, Reason}`` command), with the proxy's protocol in ``gun_down``."""
+        self._inbox.cancel_timer("tls")
+        self.tunnel = None
+        self._disconnect(("error", reason))
+
+    def _tunnel_up(self, proto: str, buffer: bytes) -> None:
+        """The tunnel is through: ``gun_tunnel_up``, then the protocol inside it."""
+        c = self.tunnel
+        assert c is not None and self.sock is not None
+        self.tunnel = None
+        protocols = c.destination.get("protocols") or []
+        opts = dict(self.opts.get(proto + "_opts") or {})
+        for p in protocols:
+            if isinstance(p, tuple) and p[0] == proto:
+                opts.update(p[1])
+        if proto == "socks" and ("host" not in opts or "port" not in opts):
+            self._disconnect(("error", ("socks5", ("options", "host and port are required"))))
+            return
+        cls = handler_class(proto)
+        args: dict[str, Any] = {}
+        if proto in ("raw", "socks"):
+            # Their messages carry the tunnel's ref and go to its reply_to (Gun).
+            args = {"ref": c.ref, "reply_to": c.reply_to}
+        self.handler = cls(self.ctx, opts, **args)
+        self.protocol = proto
+        self.no_input = cls.no_input
+        self.state = "connected"
+        self.progressed = True
+        c.reply_to.send(("gun_tunnel_up", self.pid, c.ref, proto))
+        self._inbox.watch(self.sock.fileno(), _POLLIN)
+        self._arm_keepalive()
+        self._run(self.handler.init())
+        if buffer and self.handler is not None:
+            self._run(self.handler.handle(buffer))
+        self._sync_active()
+        if self.state == "connected" and not self.no_input:
+            queued, self.queue = self.queue, []
+            for op in queued:
+                self._op(op)
+
+    def _reset_tunnels(self) -> None:
+        """Gun forgets tunnels on disconnect: the origin is the first hop again."""
+        if not self.intermediaries and self.tunnel is None:
+            return
+        first = self.intermediaries[0] if self.intermediaries else None
+        ctx = self.ctx
+        if first is not None:
+            ctx.origin_host = first["host"]
+            ctx.origin_port = first["port"]
+        ctx.transport = self.transport
+        ctx.origin_scheme = "https" if self.transport == "tls" else "http"
+        ctx.base_ref = self.base_ref = None
+        self.intermediaries = []
+        self.tunnel_refs = []
+        self.tunnel = None
+
+    def _wrap(self, data: bytes, n: int) -> bytes:
+        """Encrypt ``data`` through the ``n`` outermost TLS layers, innermost first."""
+        for layer in reversed(self.layers[:n]):
+            obj = layer.obj
+            view = memoryview(data)
+            while view:
+                w = obj.write(view)
+                view = view[w:]
+            data = layer.outgoing.read()
+        return data
+
+    def _unwrap(self, data: bytes, n: int) -> bytes | None:
+        """Decrypt ``data`` read from the socket through the ``n`` outermost TLS
+        layers; None when a TLS peer inside the tunnel closed (close_notify)."""
+        for i, layer in enumerate(self.layers[:n]):
+            layer.incoming.write(data)
+            plain = _tls_read(layer)
+            out = layer.outgoing.read()
+            if out:
+                # The layer answers on its own (a TLS 1.3 key update).
+                self._send(out, i)
+            if plain is None:
+                return None
+            data = plain
+            if not data:
+                return b""
+        return data
+
+    def _stream_info(self, ref: Any) -> tuple[str, Any]:
+        """Gun's stream_info/2: a CONNECT ref that is a tunnel now describes it."""
+        for i, t in enumerate(self.tunnel_refs):
+            if t is not None and t[0] == ref:
+                if i + 1 < len(self.intermediaries):
+                    nxt = self.intermediaries[i + 1]
+                    tunnel: dict[str, Any] = {
+                        "transport": nxt["transport"],
+                        "protocol": nxt["protocol"],
+                        "origin_scheme": "https" if nxt["transport"] == "tls" else "http",
+                        "origin_host": nxt["host"],
+                        "origin_port": nxt["port"],
+                    }
+                else:
+                    ctx = self.ctx
+                    tunnel = {
+                        "transport": "tcp" if ctx.transport == "unix" else ctx.transport,
+                        "protocol": self.protocol,
+                        "origin_scheme": None if self.protocol == "raw" else ctx.origin_scheme,
+                        "origin_host": ctx.origin_host,
+                        "origin_port": ctx.origin_port,
+                    }
+                return (
+                    "ok",
+                    {
+                        "ref": ref,
+                        "reply_to": t[1],
+                        "state": "running",
+                        "intermediaries": [dict(x) for x in self.intermediaries[:i]],
+                        "tunnel": tunnel,
+                    },
+                )
+        if self.handler is None:
+            return ("error", "not_connected")
+        info = self.handler.stream_info(ref)
+        if info is not None and self.intermediaries:
+            info = {
+                **info,
+                "intermediaries": [dict(x) for x in self.intermediaries]
+                + list(info.get("intermediaries") or []),
+            }
+        return ("ok", info)
+
     # -- synchronous calls ------------------------------------------------------
     def _on_call(self, msg: tuple[Any, ...]) -> None:
         _, caller, tag, what, args = msg
@@ -1002,10 +1370,7 @@ class Connection(pykka.ThreadingActor):
             if what == "info":
                 value: Any = self._info()
             elif what == "stream_info":
-                if self.handler is None:
-                    value = ("error", "not_connected")
-                else:
-                    value = ("ok", self.handler.stream_info(args[0]))
+                value = self._stream_info(args[0])
             else:  # pragma: no cover
                 value = ("error", ("unknown_call", what))
         except Exception as e:  # pragma: no cover - defensive
@@ -1018,16 +1383,19 @@ class Connection(pykka.ThreadingActor):
             state = "connected_ws_only"
         elif state == "connected" and self.protocol == "raw":
             state = "connected_data_only"
+        elif state == "connected" and self.no_input:
+            state = "connected_no_input"
         info: dict[str, Any] = {
             "owner": self.owner,
             "socket": self.sock,
-            "transport": "tcp" if self.transport == "unix" else self.transport,
+            "transport": "tcp" if self.ctx.transport == "unix" else self.ctx.transport,
             "state_name": state,
-            "origin_scheme": self.ctx.origin_scheme,
+            # Gun: no scheme while SOCKS is the protocol.
+            "origin_scheme": None if self.protocol == "socks" else self.ctx.origin_scheme,
             "origin_host": self.ctx.origin_host,
             "origin_port": self.ctx.origin_port,
-            "intermediaries": [],
-            "cookie_store": None,
+            "intermediaries": [dict(i) for i in self.intermediaries],
+            "cookie_store": self.opts.get("cookie_store"),
             "event_handler": None,
             "event_handler_state": None,
         }
@@ -1042,6 +1410,16 @@ class Connection(pykka.ThreadingActor):
             except OSError:
                 pass
         return info
+
+
+def _ref_chain(ref: Any) -> tuple[Any, ...]:
+    """A stream ref as the tuple of refs it is made of (a plain ref: one)."""
+    return ref if type(ref) is tuple else (ref,)
+
+
+def _negotiated(alpn: str | None, destination: dict[str, Any]) -> str:
+    """Gun's gun_protocols:negotiated/2 for a tunnel's TLS handshake."""
+    return negotiated(alpn, _options.protocol_names(destination))
 
 
 def _options_seconds(v: Any) -> float | None:

@@ -18,7 +18,7 @@ DEFAULT_RETRY_TIMEOUT = 5000
 DEFAULT_SEND_TIMEOUT = 15000
 
 # Protocols this version implements; Gun's others are refused by name.
-SUPPORTED_PROTOCOLS = ("http", "http2", "raw")
+SUPPORTED_PROTOCOLS = ("http", "http2", "raw", "socks")
 KNOWN_PROTOCOLS = ("http", "http2", "raw", "socks")
 
 Bad = tuple[Any, ...]
@@ -79,7 +79,16 @@ def _check_map(
     return None
 
 
+def check_tls_opts(opts: Any) -> Bad | None:
+    """The first bad ``(key, value)`` of a ``tls_opts`` dict, or None."""
+    return _check_map(opts, _TLS_OPTS, "tls_opts")
+
+
 def _protocol_checker(name: str) -> Callable[[dict[str, Any]], Bad | None]:
+    if name == "socks":
+        from .protocols import socks
+
+        return socks.check_options
     if name == "http":
         from .protocols import http
 
@@ -101,6 +110,11 @@ def check_protocol_opts(name: str, opts: Any) -> Bad | None:
     """Check a protocol's option dict; the bad ``(key, value)`` or None."""
     if not isinstance(opts, dict):
         return (name + "_opts", opts)
+    if name == "socks":
+        from .protocols import socks
+
+        # Required keys are checked once merged with socks_opts (_check_socks_target).
+        return socks.check_options(opts, require=False)
     result: Bad | None = _protocol_checker(name)(opts)
     return result
 
@@ -121,6 +135,25 @@ def _check_protocols(v: Any, transport: str) -> bool:
         return False  # Gun rejects duplicates
     # Over TCP there is no negotiation: exactly one protocol (Gun 3.1).
     return not (transport != "tls" and len(names) != 1)
+
+
+def check_protocol_list(v: Any, transport: str = "tls") -> Bad | None:
+    """Check a ``protocols`` list (names or ``(name, opts)`` pairs, each protocol's
+    options included); Gun's error reason or None.  A ``("socks", opts)`` entry
+    must name its ``host`` and ``port``."""
+    if not _check_protocols(v, transport):
+        return ("options", ("protocols", v))
+    for p in v:
+        if isinstance(p, tuple):
+            if p[0] == "socks":
+                from .protocols import socks
+
+                bad = socks.check_options(p[1])
+            else:
+                bad = check_protocol_opts(p[0], p[1])
+            if bad is not None:
+                return ("options", (p[0], bad))
+    return None
 
 
 def check_options(opts: Any) -> tuple[str, Any] | None:
@@ -165,16 +198,56 @@ def check_options(opts: Any) -> tuple[str, Any] | None:
             if bad is not None:
                 return ("options", (name, bad))
             ok = True
+        elif k == "socks_opts":
+            from .protocols import socks
+
+            # The connection-wide defaults: host and port may come from the
+            # ("socks", opts) entry of protocols.
+            bad = socks.check_options(v, require=False) if isinstance(v, dict) else ("socks_opts", v)
+            if bad is not None:
+                return ("options", ("socks", bad))
+            ok = True
         elif k in ("supervise", "trace"):
             ok = isinstance(v, bool)
+        elif k == "cookie_store":
+            ok = _is_cookie_store(v)
         else:
             # Unknown keys, and Gun keys this version does not implement yet
-            # (socks_opts, cookie_store, event_handler): refused by name
+            # (socks_opts, event_handler): refused by name
             # rather than silently ignored.
             ok = False
         if not ok:
             return ("options", (k, v))
+    return _check_socks_target(opts)
+
+
+def _check_socks_target(opts: dict[str, Any]) -> tuple[str, Any] | None:
+    """A socks first hop needs a host and a port, in ``socks_opts`` or its entry."""
+    for p in opts.get("protocols", ()):
+        name = p[0] if isinstance(p, tuple) else p
+        if name == "socks":
+            merged = dict(opts.get("socks_opts") or {})
+            if isinstance(p, tuple):
+                merged.update(p[1])
+            for k in ("host", "port"):
+                if k not in merged:
+                    return ("options", ("socks", (k, None)))
     return None
+
+
+def _is_cookie_store(v: Any) -> bool:
+    """A ``cookie_store``: an object with Gun's backend callbacks (gunpy.cookies)."""
+    return all(
+        callable(getattr(v, m, None))
+        for m in (
+            "query",
+            "set_cookie_secure_match",
+            "set_cookie_get_exact_match",
+            "store",
+            "gc",
+            "session_gc",
+        )
+    )
 
 
 def with_defaults(opts: dict[str, Any], port: int) -> dict[str, Any]:
@@ -217,3 +290,63 @@ def protocol_opts(opts: dict[str, Any], name: str) -> dict[str, Any]:
 
 def protocol_names(opts: dict[str, Any]) -> list[str]:
     return [p[0] if isinstance(p, tuple) else p for p in opts.get("protocols", ["http"])]
+
+
+def connect_destination(dest: Any) -> dict[str, Any]:
+    """Check a ``gunpy.connect`` destination (Gun's ``connect_destination()``) and
+    return a copy with the defaults filled in; raises ``OptionsError`` naming the
+    key at fault (``("options", ("destination", (key, value)))``).
+
+    ``host`` and ``port`` are required; ``username``/``password`` (both, or
+    neither), ``protocols`` (default ``["http2", "http"]`` over TLS, ``["http"]``
+    over TCP, where exactly one is allowed), ``transport`` (``"tcp"``),
+    ``tls_opts`` and ``tls_handshake_timeout`` (``"infinity"``) are optional.
+    """
+    import ipaddress
+
+    from .exceptions import OptionsError
+
+    def bad(k: str, v: Any, why: str) -> OptionsError:
+        return OptionsError(("options", ("destination", (k, v))), f"connect destination: {why}")
+
+    if not isinstance(dest, dict):
+        raise OptionsError(("options", ("destination", dest)), "a connect destination is a dict")
+    out = dict(dest)
+    for k, v in dest.items():
+        if k == "host":
+            if isinstance(v, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                out[k] = str(v)
+            elif not isinstance(v, str) or not v or any(c in v for c in " \r\n/@"):
+                raise bad(k, v, f"host must be a host name or an IP address, not {v!r}")
+        elif k == "port":
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536:
+                raise bad(k, v, f"port must be an integer in 1..65535, not {v!r}")
+        elif k in ("username", "password"):
+            if not isinstance(v, (str, bytes)):
+                raise bad(k, v, f"{k} must be str or bytes")
+        elif k == "transport":
+            if v not in ("tcp", "tls", "ssl"):
+                raise bad(k, v, "transport must be 'tcp' or 'tls'")
+            out[k] = "tls" if v == "ssl" else v
+        elif k == "tls_opts":
+            if not isinstance(v, ssl.SSLContext):
+                tls_bad = check_tls_opts(v)
+                if tls_bad is not None:
+                    raise bad(k, v, f"invalid tls_opts entry {tls_bad!r}")
+        elif k == "tls_handshake_timeout":
+            if not is_timeout(v):
+                raise bad(k, v, "tls_handshake_timeout must be milliseconds or 'infinity'")
+        elif k != "protocols":
+            raise bad(k, v, f"unknown key {k!r}")
+    for k in ("host", "port"):
+        if k not in dest:
+            raise bad(k, None, f"{k} is required")
+    transport = out.setdefault("transport", "tcp")
+    protocols = out.setdefault("protocols", ["http2", "http"] if transport == "tls" else ["http"])
+    proto_bad = check_protocol_list(protocols, transport)
+    if proto_bad is not None:
+        raise bad("protocols", protocols, f"invalid protocols: {proto_bad!r}")
+    out["protocols"] = list(protocols)
+    out.setdefault("tls_opts", {})
+    out.setdefault("tls_handshake_timeout", "infinity")
+    return out

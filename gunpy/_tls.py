@@ -3,11 +3,18 @@
 Gun adds, unless given: the OS trust store (``cacerts``), HTTPS hostname checking,
 ``alpn_advertised_protocols`` from ``protocols``, and SNI for host names (not IP
 addresses).  ``tls_opts`` may also be a ready ``ssl.SSLContext`` for full control.
+
+Also here: Gun-shaped reasons for socket and TLS errors (``errno_reason``,
+``tls_reason``), and ``TlsLayer``, a TLS session over memory BIOs for TLS inside a
+tunnel whose bytes do not come straight from the socket (TLS over TLS, TLS inside
+an HTTP/2 stream): Gun's ``gun_tls_proxy`` without the extra process.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 import ssl
 from typing import Any
 
@@ -63,3 +70,72 @@ def server_hostname(host: str, tls_opts: Any) -> str | None:
         return host.strip("[]")
     except ValueError:
         return host
+
+
+def errno_reason(e: BaseException) -> Any:
+    """An Erlang-style reason for a socket error: ``"econnrefused"``, ``"timeout"``..."""
+    if isinstance(e, socket.timeout | TimeoutError):
+        return "timeout"
+    if isinstance(e, OSError) and e.errno is not None and e.errno in errno.errorcode:
+        return errno.errorcode[e.errno].lower()
+    return str(e) or type(e).__name__
+
+
+def tls_reason(e: BaseException) -> Any:
+    """Gun reports TLS failures as ``{tls_alert, {Alert, Text}}``; keep that shape."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        code = getattr(e, "verify_code", 0)
+        text = getattr(e, "verify_message", "") or str(e)
+        if code in (18, 19, 20, 21, 2):
+            alert = "unknown_ca"
+        elif code == 10:
+            alert = "certificate_expired"
+        elif code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
+            alert = "handshake_failure"
+        else:
+            alert = "bad_certificate"
+        return ("tls_alert", (alert, text))
+    if isinstance(e, ssl.SSLError):
+        name = (e.reason or "handshake_failure").lower()
+        return ("tls_alert", (name, str(e)))
+    return errno_reason(e)
+
+
+class TlsLayer:
+    """One TLS session inside a tunnel, over the bytes of what is below it (TLS
+    over TLS): ``ssl.SSLObject`` on two memory BIOs, Gun's ``gun_tls_proxy``."""
+
+    __slots__ = ("incoming", "obj", "outgoing")
+
+    def __init__(self, ctx: ssl.SSLContext, hostname: str | None) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(
+            self.incoming, self.outgoing, server_side=False, server_hostname=hostname
+        )
+
+
+def tls_read(layer: TlsLayer) -> bytes | None:
+    """All the plaintext a layer can give now; None when its peer closed."""
+    parts: list[bytes] = []
+    while True:
+        try:
+            chunk = layer.obj.read(65536)
+        except ssl.SSLWantReadError:
+            break
+        except ssl.SSLZeroReturnError:
+            return None
+        if not chunk:
+            return None
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def negotiated(alpn: str | None, names: list[str]) -> str:
+    """Gun's gun_protocols:negotiated/2: the protocol after a TLS handshake
+    inside a tunnel, from ALPN and the ``protocols`` names offered."""
+    if alpn == "h2" and "http2" in names:
+        return "http2"
+    if alpn == "http/1.1" and "http" in names:
+        return "http"
+    return names[0] if len(names) == 1 else "http"

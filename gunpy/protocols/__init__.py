@@ -23,4 +23,8 @@ def handler_class(name: str) -> Any:
         from .raw import RawHandler
 
         return RawHandler
+    if name == "socks":
+        from .socks import SocksHandler
+
+        return SocksHandler
     raise ValueError(f"unknown protocol {name!r}")

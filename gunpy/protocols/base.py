@@ -43,7 +43,11 @@ class HandlerContext:
     current owner (the actor updates it on ``set_owner``).  ``origin_*`` describe
     the server the requests are for (host header, ``:authority``); ``transport`` is
     ``"tcp"``, ``"tls"`` or ``"unix"``.  ``opts`` are the whole, validated
-    connection options.
+    connection options.  Inside a tunnel (``gunpy.connect``, SOCKS) ``origin_*`` and
+    ``transport`` describe the tunnel's destination, and ``base_ref`` is the stream
+    ref of the HTTP/1.1 CONNECT the connection runs through (None outside one):
+    the refs of tunnelled streams start with it, and a handler that makes up a
+    ref itself (an HTTP/2 push) puts it in front, as Gun's ``stream_ref/2``.
     """
 
     conn: Any
@@ -53,6 +57,7 @@ class HandlerContext:
     origin_port: int = 80
     transport: str = "tcp"
     opts: dict[str, Any] = field(default_factory=dict)
+    base_ref: Any = None
 
 
 class ProtocolHandler(Protocol):
@@ -88,6 +93,17 @@ class ProtocolHandler(Protocol):
 
     def data(self, ref: Any, reply_to: ReplyTo, fin: str, data: bytes) -> Commands:
         """A request body chunk (``fin`` is ``"fin"`` or ``"nofin"``)."""
+        ...
+
+    def connect(
+        self,
+        ref: Any,
+        reply_to: ReplyTo,
+        destination: dict[str, Any],
+        headers: Headers,
+        req_opts: dict[str, Any],
+    ) -> Commands:
+        """A CONNECT to open a tunnel to ``destination`` (``gunpy.connect``)."""
         ...
 
     def cancel(self, ref: Any, reply_to: ReplyTo) -> Commands: ...
@@ -153,6 +169,9 @@ class BaseHandler:
     """Defaults shared by every handler: Gun's answers to unsupported operations."""
 
     name: ClassVar[str] = "base"
+    #: True while the handler takes no user operation (Gun's ``connected_no_input``:
+    #: SOCKS negotiating): the actor queues them until the next protocol is up.
+    no_input: ClassVar[bool] = False
 
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
@@ -189,6 +208,18 @@ class BaseHandler:
 
     def data(self, ref: Any, reply_to: ReplyTo, fin: str, data: bytes) -> Commands:
         return self.stream_error(reply_to, ref, ("badstate", BADSTATE_ALREADY_CLOSED))
+
+    def connect(
+        self,
+        ref: Any,
+        reply_to: ReplyTo,
+        destination: dict[str, Any],
+        headers: Headers,
+        req_opts: dict[str, Any],
+    ) -> Commands:
+        # Gun refuses a CONNECT exactly as it refuses a request in that state
+        # (connected_ws_only, connected_data_only): the same answer.
+        return self.request(ref, reply_to, "CONNECT", "", headers, None, req_opts)
 
     def cancel(self, ref: Any, reply_to: ReplyTo) -> Commands:
         return self.stream_error(reply_to, ref, ("badstate", BADSTATE_NOT_FOUND))

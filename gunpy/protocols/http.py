@@ -35,6 +35,14 @@ names and values, chunk sizes, content-length) and tolerant where it allows it
 (bare LF line ends 2.2, obs-fold 5.2, blank lines between messages 2.2).  It is
 cross-checked against h11's server role in the unit tests.
 
+*CONNECT* (``connect``): ``CONNECT host:port`` with a ``host`` header and Basic
+``proxy-authorization`` from the destination's ``username``/``password``, only
+while no other stream is active (Gun).  A 2xx answer, HTTP/1.0 included, is
+delivered as ``gun_response`` (fin) and ends this handler with the ``Tunnel``
+command (the bytes after the head go with it); any other answer is an ordinary
+response.  Requests made while the CONNECT is pending are held, then refused if
+it succeeds (they were not made for the tunnel) or written if it fails.
+
 Every ``handle`` call parses everything the read contains in one pass: body
 bytes for one stream are merged into one ``gun_data`` (Gun does the same), and
 all deliveries come out in one command list.  Malformed input never raises: it
@@ -45,12 +53,14 @@ gun-reference.md section 7).
 
 from __future__ import annotations
 
+import base64
 import importlib
 import re
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from .. import cookies as _cookies
 from .._commands import (
     Close,
     Closing,
@@ -60,7 +70,9 @@ from .._commands import (
     Send,
     SetActive,
     SwitchProtocol,
+    Tunnel,
 )
+from . import content as _content
 from .base import (
     BADSTATE_ALREADY_CLOSED,
     BADSTATE_NOT_FOUND,
@@ -101,8 +113,8 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "max_trailer_block_size": _pos_int,
     "transform_header_name": callable,
     "cookie_ignore_informational": lambda v: isinstance(v, bool),
-    # Gun's gun_content_handler:check_option refuses an empty list.
-    "content_handlers": lambda v: isinstance(v, list) and len(v) > 0,
+    # Gun's gun_content_handler:check_option (an empty list is refused).
+    "content_handlers": _content.check_option,
 }
 
 
@@ -161,6 +173,7 @@ _OUT_RAW = 3  # HTTP/1.0 without content-length: close-delimited, written as is
 _PLAIN = 0
 _WS = 1
 _UPGRADE = 2
+_CONNECT = 3  # a CONNECT: a 2xx answer makes the connection a tunnel
 
 
 class _ProtocolError(Exception):
@@ -169,6 +182,11 @@ class _ProtocolError(Exception):
 
 class _LimitError(Exception):
     """Internal: a header or trailer block over its limit; never leaves this module."""
+
+
+class _ContentError(Exception):
+    """Internal: a content handler refused the body (``(kind, text)``); never leaves
+    this module (Gun: a connection error)."""
 
 
 class _Stream:
@@ -187,6 +205,9 @@ class _Stream:
         "out_left",
         "out_done",
         "pending",
+        "destination",
+        "content",
+        "cookie_uri",
     )
 
     def __init__(self, ref: Any, reply_to: ReplyTo, method: str, flow: int | None) -> None:
@@ -204,6 +225,9 @@ class _Stream:
         self.out_left = 0
         self.out_done = True  # request body complete (from the user's side)
         self.pending: list[bytes] | None = None  # bytes of a held (unsent) request
+        self.destination: dict[str, Any] = {}  # a CONNECT's tunnel destination
+        self.content: list[Any] | None = None  # content handler chain; None: gun_data
+        self.cookie_uri: tuple[str, str] | None = None  # (authority, path), with a cookie store
 
 
 def _tokens(value: str) -> list[str]:
@@ -216,6 +240,10 @@ def _encode(s: str) -> bytes:
         return s.encode("latin-1")
     except UnicodeEncodeError:
         return s.encode("utf-8")
+
+
+def _bytes(v: str | bytes) -> bytes:
+    return v.encode("utf-8") if isinstance(v, str) else v
 
 
 def _ws() -> Any:
@@ -241,6 +269,17 @@ class HttpHandler(BaseHandler):
 
     name: ClassVar[str] = "http"
 
+    # The option values, from ``opts``: not instance attributes, because CPython
+    # 3.11 shares an instance dict's keys (fast attribute access) only up to 30
+    # attributes, and the hot path reads this handler's attributes all the time.
+    @property
+    def content_handlers(self) -> list[Any]:
+        return self.opts["content_handlers"]  # type: ignore[no-any-return]
+
+    @property
+    def cookie_ignore_informational(self) -> bool:
+        return self.opts["cookie_ignore_informational"]  # type: ignore[no-any-return]
+
     def __init__(self, ctx: HandlerContext, opts: dict[str, Any] | None = None) -> None:
         super().__init__(ctx)
         o = dict(_DEFAULTS)
@@ -256,8 +295,9 @@ class HttpHandler(BaseHandler):
         self._transform: Callable[[str], str] | None = o.get("transform_header_name")
         keepalive = o["keepalive"]
         self._keepalive: int | None = keepalive if isinstance(keepalive, int) else None
-        self.content_handlers: list[Any] = o["content_handlers"]
-        self.cookie_ignore_informational: bool = o["cookie_ignore_informational"]
+        # None when the data handler alone: _flush delivers gun_data itself.
+        self._content = _content.resolve(o["content_handlers"])
+        self._cookies: Any = ctx.opts.get("cookie_store")  # gunpy.cookies (Gun 4.13)
         # The origin does not change during a connection: compute the host header once.
         self._host = _host_header(ctx)
 
@@ -345,6 +385,11 @@ class HttpHandler(BaseHandler):
             st.out_mode, st.out_done = _OUT_CHUNKED, False
         if not has_host:
             first.append(("host", self._host))
+        if self._cookies is not None:
+            st.cookie_uri = self._cookie_target(user, path)
+            user = _cookies.add_cookie_header(
+                self._cookies, self.ctx.origin_scheme, *st.cookie_uri, user
+            )
         tokens = _tokens(conn) if conn is not None else None
         st.close = self._request_closes(tokens)
         if tokens is not None and "upgrade" in tokens and upgrade and not self._v10:
@@ -382,7 +427,70 @@ class HttpHandler(BaseHandler):
         out: Headers = [] if any(h[0] == "host" for h in headers) else [("host", self._host)]
         out += offer_headers
         out += [h for h in headers if h[0] not in ("content-length", "transfer-encoding")]
+        if self._cookies is not None:
+            st.cookie_uri = self._cookie_target(out, path)
+            out = _cookies.add_cookie_header(
+                self._cookies, self.ctx.origin_scheme, *st.cookie_uri, out
+            )
         return self._enqueue(st, self._serialize("GET", path, out))
+
+    def _cookie_target(self, headers: Headers, path: str) -> tuple[str, str]:
+        """The request's (authority, path) for the cookie store: its host header."""
+        return next((v for n, v in headers if n == "host"), self._host), path
+
+    def connect(
+        self,
+        ref: Any,
+        reply_to: ReplyTo,
+        destination: dict[str, Any],
+        headers: Headers,
+        req_opts: dict[str, Any],
+    ) -> Commands:
+        """Gun's gun_http:connect: ``CONNECT host:port`` (RFC 9110 9.3.6).
+
+        Only when no other stream is active, as Gun: the tunnel takes over the whole
+        connection.  A 2xx answer (HTTP/1.0 too) gives ``gun_response`` (fin) then
+        the ``Tunnel`` command; any other answer is an ordinary response.
+        """
+        if self._dead or self._close_after:
+            return self.stream_error(reply_to, ref, "closing")
+        if self._streams:
+            return self.stream_error(
+                reply_to,
+                ref,
+                (
+                    "badstate",
+                    "CONNECT can only be used with HTTP/1.1 when no other streams are active.",
+                ),
+            )
+        host = str(destination["host"])
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # RFC 9110 4.2.1 / RFC 3986 3.2.2: an IPv6 literal
+        authority = f"{host}:{destination['port']}"
+        if _BAD_TARGET_RE.search(authority):
+            return self.stream_error(
+                reply_to,
+                ref,
+                ("badstate", "The request method or path contains invalid characters."),
+            )
+        flow = req_opts.get("flow") if req_opts else None
+        st = _Stream(ref, reply_to, "CONNECT", flow if isinstance(flow, int) else self._flow)
+        st.kind = _CONNECT
+        st.destination = destination
+        # Gun's order: proxy-authorization, host, then the user's headers without
+        # the framing ones (a CONNECT has no body).
+        out: Headers = [h for h in headers if h[0] not in ("content-length", "transfer-encoding")]
+        if not any(h[0] == "host" for h in out):
+            out.insert(0, ("host", authority))
+        user, password = destination.get("username"), destination.get("password")
+        if (
+            user is not None
+            and password is not None
+            and not any(h[0] == "proxy-authorization" for h in out)
+        ):
+            cred = _bytes(user) + b":" + _bytes(password)
+            out.insert(0, ("proxy-authorization", "Basic " + base64.b64encode(cred).decode("ascii")))
+        return self._enqueue(st, self._serialize("CONNECT", authority, out))
 
     def _request_closes(self, tokens: list[str] | None) -> bool:
         # Gun's conn_from_headers (RFC 9112 9.3): HTTP/1.0 never keeps alive here (Gun
@@ -667,12 +775,19 @@ class HttpHandler(BaseHandler):
         except _LimitError as e:
             self._conn_error(cmds, "limit_reached", str(e))
             return
+        except _ContentError as e:
+            self._conn_error(cmds, *e.args)
+            return
         if self._dead:
             return
         self._in = state
         self._buf = buf[pos:] if pos < end else b""
         if parts:
-            self._flush(cmds, False)
+            try:
+                self._flush(cmds, False)
+            except _ContentError as e:
+                self._conn_error(cmds, *e.args)
+                return
         streams = self._streams
         if self._close_after and not self._closing_sent and streams:
             # Gun 4.9: the response said close; finish its body within closing_timeout.
@@ -731,6 +846,15 @@ class HttpHandler(BaseHandler):
             raise _ProtocolError(f"Invalid status code {status}.")
         st = self._streams[0]
         conn = self.ctx.conn
+        if self._cookies is not None and st.cookie_uri is not None:
+            _cookies.set_cookie_header(
+                self._cookies,
+                self.ctx.origin_scheme,
+                *st.cookie_uri,
+                status,
+                headers,
+                self.cookie_ignore_informational,
+            )
         te: str | None = None
         cl: str | None = None
         connection: str | None = None
@@ -752,6 +876,8 @@ class HttpHandler(BaseHandler):
             if st.alive:
                 cmds.append(Deliver(st.reply_to, ("gun_inform", conn, st.ref, status, headers)))
             return _HEAD
+        if st.kind == _CONNECT and status < 300:
+            return self._tunnel(st, status, headers, buf[nxt:], cmds)
         # RFC 9112 6.3 message body length.
         state: int
         if st.method == "HEAD" or status == 204 or status == 304:
@@ -779,6 +905,10 @@ class HttpHandler(BaseHandler):
                     ("gun_response", conn, st.ref, "fin" if fin else "nofin", status, headers),
                 )
             )
+            if not fin and self._content is not None:
+                st.content = _content.init(
+                    self._content, conn, st.reply_to, st.ref, status, headers
+                )
         if not self._close_after and self._response_closes(st, minor, connection):
             # Gun 4.9: the pipelined streams can never be answered: tell them now,
             # before this response's last gun_data.
@@ -859,6 +989,32 @@ class HttpHandler(BaseHandler):
             )
         raise _ProtocolError("Unexpected 101 response: no upgrade was requested.")
 
+    def _tunnel(
+        self, st: _Stream, status: int, headers: Headers, rest: bytes, cmds: Commands
+    ) -> int:
+        """A 2xx for a CONNECT: the connection becomes the tunnel (Gun's handle_connect).
+
+        HTTP/1.0 answers count (old proxies send them); the answer's framing headers
+        are ignored (RFC 9110 9.3.6: a 2xx CONNECT response has no content).  The
+        bytes after the head belong to the protocol inside the tunnel.
+        """
+        self._streams.popleft()
+        if not st.alive or self._close_after:
+            # Cancelled (or shutting down): nobody wants the tunnel; close rather
+            # than leave the connection a tunnel with no user (Gun opens it).
+            self._finish(cmds, Close("normal"))
+            return _DONE
+        cmds.append(Deliver(st.reply_to, ("gun_response", self.ctx.conn, st.ref, "fin", status, headers)))
+        self._drop_held(
+            cmds,
+            (
+                "badstate",
+                "The connection became a tunnel: requests must go through it (tunnel option).",
+            ),
+        )
+        self._finish(cmds, Tunnel("connect", st.ref, st.reply_to, st.destination, rest))
+        return _DONE
+
     def _flush(self, cmds: Commands, fin: bool) -> None:
         """Deliver the body bytes parsed this pass as one gun_data (Gun merges them)."""
         parts = self._parts
@@ -871,6 +1027,9 @@ class HttpHandler(BaseHandler):
         parts.clear()
         st = self._streams[0]
         if st.alive and (data or fin):
+            if st.content is not None:
+                self._content_data(st, fin, data, cmds)
+                return
             cmds.append(
                 Deliver(
                     st.reply_to,
@@ -879,6 +1038,18 @@ class HttpHandler(BaseHandler):
             )
             if st.flow is not None:
                 st.flow -= 1
+
+    def _content_data(self, st: _Stream, fin: bool, data: bytes, cmds: Commands) -> None:
+        """Body bytes through the stream's content handlers (Gun's send_data)."""
+        assert st.content is not None
+        out: list[Any] = []
+        r = _content.handle(st.content, "fin" if fin else "nofin", data, out)
+        reply_to = st.reply_to
+        cmds.extend([Deliver(reply_to, m) for m in out])
+        if r[0] == "error":
+            raise _ContentError(*_content.error_parts(r[1]))
+        if st.flow is not None:
+            st.flow -= r[1]
 
     def _end_response(
         self, cmds: Commands, fin: bool | None, trailers: Headers | None = None
@@ -905,7 +1076,7 @@ class HttpHandler(BaseHandler):
             self._flush_unsent(cmds)
         return _HEAD
 
-    def _finish(self, cmds: Commands, cmd: Close | SwitchProtocol) -> None:
+    def _finish(self, cmds: Commands, cmd: Close | SwitchProtocol | Tunnel) -> None:
         self._dead = True
         self._in = _DONE
         self._buf = b""
@@ -920,7 +1091,10 @@ class HttpHandler(BaseHandler):
         to: ReplyTo = self.ctx.owner
         if self._streams:
             if self._parts:
-                self._flush(cmds, False)
+                try:
+                    self._flush(cmds, False)
+                except _ContentError:
+                    pass  # already failing
             st = self._streams[0]
             if st.alive:
                 to = st.reply_to
@@ -969,7 +1143,11 @@ class HttpHandler(BaseHandler):
         if state == _CLOSE:
             # RFC 9112 6.3 item 8: the close ends the body: a complete response, so
             # not a killed stream (gun-reference 7).
-            self._flush(cmds, True)
+            try:
+                self._flush(cmds, True)
+            except _ContentError as e:
+                self._conn_error(cmds, *e.args)
+                return cmds
             self._streams.popleft()
             self._finish(cmds, Close("normal" if self._close_after else "closed"))
         elif state == _HEAD and not self._buf.strip(b"\r\n"):

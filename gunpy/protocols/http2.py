@@ -53,6 +53,17 @@ translated: ``Send`` becomes DATA on the stream, ``SetActive(False)`` withholds 
 stream's WINDOW_UPDATEs, ``StartTimer``/``CancelTimer`` get the stream id in their
 name, and ``Close`` ends only that stream (END_STREAM), never the connection.
 
+CONNECT tunnels (RFC 9113 8.5, Gun 4.11).  ``connect`` opens a stream with
+``:method CONNECT`` and ``:authority host:port`` (no ``:scheme``, no ``:path``).
+A 2xx answer without END_STREAM gives ``gun_response`` (fin) and makes the stream
+a tunnel: a ``gunpy.protocols.tunnel.StreamTunnel`` runs the protocol inside
+(with TLS when asked) over the stream's DATA frames, its commands translated as
+the Websocket ones are (timers ``tun<id>:<name>``).  Refs through it are the
+CONNECT's ref followed by more (``_through``): requests, data, cancel... with
+such refs are handed to that stream's tunnel.  Many tunnels share a connection;
+the connection's own ``info`` is unchanged (Gun: HTTP/2 intermediaries are per
+stream).
+
 Outgoing data waits in a per-stream queue while the peer's windows are too small
 (cowlib's ``send_or_queue_data``, with ``stream_window_data_threshold``) and goes out
 as WINDOW_UPDATEs arrive.
@@ -78,6 +89,7 @@ Differences from Gun 2.4.1 (each one deliberate)
 
 from __future__ import annotations
 
+import base64
 import importlib
 import itertools
 from collections import deque
@@ -106,6 +118,7 @@ from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import Frame, GoAwayFrame
 
+from .. import cookies as _cookies
 from .._commands import (
     CancelTimer,
     Close,
@@ -118,6 +131,7 @@ from .._commands import (
     StartTimer,
 )
 from .._process import make_ref
+from . import content as _content
 from .base import (
     BADSTATE_ALREADY_CLOSED,
     BADSTATE_NOT_FOUND,
@@ -189,7 +203,7 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "flow": _range(1, 2**63),
     "notify_settings_changed": _bool,
     "cookie_ignore_informational": _bool,
-    "content_handlers": lambda v: isinstance(v, list) and len(v) > 0,
+    "content_handlers": _content.check_option,
     "initial_connection_window_size": _range(65535, _MAX31),
     "initial_stream_window_size": _range(0, _MAX31),
     "max_concurrent_streams": lambda v: v == "infinity" or (_int(v) and 0 <= v <= 2**32 - 1),
@@ -263,6 +277,8 @@ _CLOSING = 2  # Closing(timeout) given: the connection ends with its last stream
 _HTTP = 0
 _WS_REQ = 1  # extended CONNECT sent, response not seen yet
 _WS = 2  # Websocket established on the stream
+_TUN_REQ = 3  # CONNECT sent (RFC 9113 8.5), response not seen yet
+_TUN = 4  # a tunnel runs on the stream (gunpy.protocols.tunnel.StreamTunnel)
 
 _SETTING_NAMES = {
     SettingCodes.HEADER_TABLE_SIZE: "header_table_size",
@@ -353,6 +369,7 @@ class _Out:
 class _Stream:
     __slots__ = (
         "authority",
+        "content",
         "flow",
         "id",
         "init_flow",
@@ -366,6 +383,8 @@ class _Stream:
         "ws",
         "ws_offer",
         "ws_opts",
+        "tunnel",
+        "destination",
     )
 
     def __init__(
@@ -392,12 +411,28 @@ class _Stream:
         self.ws: Any = None  # WsHandler once established
         self.ws_offer: Any = None
         self.ws_opts: dict[str, Any] = {}
+        self.content: list[Any] | None = None  # content handler chain; None: gun_data
+        self.tunnel: Any = None  # StreamTunnel once a CONNECT is answered 2xx
+        self.destination: dict[str, Any] = {}  # a CONNECT's
 
 
 class Http2Handler(BaseHandler):
     """Gun's ``gun_http2``: concurrent streams on one HTTP/2 connection."""
 
     name: ClassVar[str] = "http2"
+    #: Streams may be tunnels (CONNECT): refs through them reach this handler.
+    tunnels: ClassVar[bool] = True
+
+    # The option values, from ``opts``: not instance attributes, because CPython
+    # 3.11 shares an instance dict's keys (fast attribute access) only up to 30
+    # attributes, and the hot path reads this handler's attributes all the time.
+    @property
+    def content_handlers(self) -> list[Any]:
+        return self.opts["content_handlers"]  # type: ignore[no-any-return]
+
+    @property
+    def cookie_ignore_informational(self) -> bool:
+        return self.opts["cookie_ignore_informational"]  # type: ignore[no-any-return]
 
     def __init__(self, ctx: HandlerContext, opts: dict[str, Any] | None = None) -> None:
         super().__init__(ctx)
@@ -416,8 +451,9 @@ class Http2Handler(BaseHandler):
         sent = o["max_frame_size_sent"]
         self._max_sent: int | None = sent if _int(sent) else None
         self._data_threshold: int = o["stream_window_data_threshold"]
-        self.content_handlers: list[Any] = o["content_handlers"]
-        self.cookie_ignore_informational: bool = o["cookie_ignore_informational"]
+        # None when the data handler alone: _on_data delivers gun_data itself.
+        self._content = _content.resolve(o["content_handlers"])
+        self._cookies: Any = ctx.opts.get("cookie_store")  # gunpy.cookies (Gun 4.13)
         self._scheme = "https" if ctx.transport == "tls" else "http"
         self._authority = _host_header(ctx)
 
@@ -606,6 +642,8 @@ class Http2Handler(BaseHandler):
                 if st is not None:
                     self._check_max_headers(ev.headers)
                     status, headers = _dec_headers(ev.headers)
+                    if self._cookies is not None and status is not None:
+                        self._set_cookies(st, status, headers)
                     cmds.append(
                         Deliver(st.reply_to, ("gun_inform", self.ctx.conn, st.ref, status, headers))
                     )
@@ -676,6 +714,15 @@ class Http2Handler(BaseHandler):
         status, headers = _dec_headers(raw)
         assert status is not None  # h2 validates response pseudo-headers
         conn = self.ctx.conn
+        if self._cookies is not None:
+            self._set_cookies(st, status, headers)
+        if st.kind == _TUN_REQ:
+            if 200 <= status <= 299 and not fin:
+                self._tun_accept(st, status, headers, cmds)
+                return
+            st.kind = _HTTP  # refused: an ordinary response, as on HTTP/1.1
+            self._queue(st, b"", True)
+            st.local_done = True
         if st.kind == _WS_REQ:
             if 200 <= status <= 299 and not fin:
                 self._ws_accept(st, headers, cmds)
@@ -695,6 +742,19 @@ class Http2Handler(BaseHandler):
         )
         if fin:
             self._maybe_delete(st)
+        elif self._content is not None:
+            st.content = _content.init(self._content, conn, st.reply_to, st.ref, status, headers)
+
+    def _set_cookies(self, st: _Stream, status: int, headers: Headers) -> None:
+        _cookies.set_cookie_header(
+            self._cookies,
+            self._scheme,
+            st.authority,
+            st.path,
+            status,
+            headers,
+            self.cookie_ignore_informational,
+        )
 
     def _on_data(self, ev: DataReceived, cmds: Commands) -> None:
         sid = ev.stream_id
@@ -715,16 +775,35 @@ class Http2Handler(BaseHandler):
                     if st.ws.active():
                         self._ensure_stream_window(st)
             return
-        if st.kind == _WS_REQ:
+        if st.kind == _WS_REQ or st.kind == _TUN_REQ:
             return  # DATA before the CONNECT response: h2 refuses it already
-        cmds.append(
-            Deliver(
-                st.reply_to,
-                ("gun_data", self.ctx.conn, st.ref, "fin" if fin else "nofin", data),
+        if st.kind == _TUN:
+            if fin:
+                st.remote_done = True
+            if data:
+                self._tun_run(st, st.tunnel.handle(data), cmds)
+            if self._streams.get(sid) is st:
+                if fin:
+                    self._tun_run(st, st.tunnel.handle_eof(), cmds)
+                elif data:
+                    self._ensure_conn_window()
+                    if st.tunnel.active():
+                        self._ensure_stream_window(st)
+            elif data:
+                self._ensure_conn_window()
+            return
+        if st.content is not None:
+            if not self._content_data(st, fin, data, cmds):
+                return
+        else:
+            cmds.append(
+                Deliver(
+                    st.reply_to,
+                    ("gun_data", self.ctx.conn, st.ref, "fin" if fin else "nofin", data),
+                )
             )
-        )
-        if st.flow is not None:
-            st.flow -= 1
+            if st.flow is not None:
+                st.flow -= 1
         if fin:
             st.remote_done = True
             self._maybe_delete(st)
@@ -735,6 +814,27 @@ class Http2Handler(BaseHandler):
             if not fin and (st.flow is None or st.flow > 0):
                 self._ensure_stream_window(st)
 
+    def _content_data(self, st: _Stream, fin: bool, data: bytes, cmds: Commands) -> bool:
+        """DATA through the stream's content handlers; False when they refused it:
+        the stream is reset (``internal_error``) and gets a stream error (Gun)."""
+        assert st.content is not None
+        out: list[Any] = []
+        r = _content.handle(st.content, "fin" if fin else "nofin", data, out)
+        reply_to = st.reply_to
+        cmds.extend([Deliver(reply_to, m) for m in out])
+        if r[0] == "error":
+            _, text = _content.error_parts(r[1])
+            self._reset(st, ErrorCodes.INTERNAL_ERROR)
+            self._forget(st, cmds)
+            reason = ("stream_error", "internal_error", text)
+            cmds.append(Deliver(reply_to, ("gun_error", self.ctx.conn, st.ref, reason)))
+            if data:
+                self._ensure_conn_window()
+            return False
+        if st.flow is not None:
+            st.flow -= r[1]
+        return True
+
     def _on_stream_ended(self, sid: int, cmds: Commands) -> None:
         st = self._streams.get(sid)
         if st is None or st.remote_done:
@@ -742,6 +842,8 @@ class Http2Handler(BaseHandler):
         st.remote_done = True
         if st.kind == _WS:
             self._ws_run(st, st.ws.handle_eof(), cmds)
+        elif st.kind == _TUN:
+            self._tun_run(st, st.tunnel.handle_eof(), cmds)
         else:
             # Trailers end the stream (the fin was in gun_trailers).
             self._maybe_delete(st)
@@ -753,6 +855,8 @@ class Http2Handler(BaseHandler):
         code = _code_name(ev.error_code)
         text = _RESET_TEXT if ev.remote_reset else "The stream was reset after a stream error."
         self._forget(st, cmds)
+        if st.kind == _TUN:
+            cmds.extend(st.tunnel.close(("stream_error", code, text)))
         cmds.append(
             Deliver(st.reply_to, ("gun_error", self.ctx.conn, st.ref, ("stream_error", code, text)))
         )
@@ -782,7 +886,10 @@ class Http2Handler(BaseHandler):
             self._h2.reset_stream(pid, refuse)
             return
         assert parent is not None
-        new_ref = make_ref()
+        new_ref: Any = make_ref()
+        if self.ctx.base_ref is not None:  # inside a CONNECT tunnel: Gun's stream_ref/2
+            base = self.ctx.base_ref
+            new_ref = (*base, new_ref) if type(base) is tuple else (base, new_ref)
         st = _Stream(pid, new_ref, parent.reply_to, parent.init_flow, authority, path, method)
         st.local_done = True  # a promised stream is half-closed (local)
         self._streams[pid] = st
@@ -835,6 +942,11 @@ class Http2Handler(BaseHandler):
         body: bytes | None,
         req_opts: dict[str, Any],
     ) -> Commands:
+        t = self._through(ref)
+        if t is not None:
+            return self._tun_op(t, ("$request", ref, reply_to, method, path, headers, body, req_opts))
+        if self._deep(ref):
+            return self.stream_error(reply_to, ref, ("badstate", "The stream is not a tunnel."))
         cmds: Commands = []
         try:
             self._request(cmds, ref, reply_to, method, path, headers, body, req_opts)
@@ -910,6 +1022,8 @@ class Http2Handler(BaseHandler):
             else:
                 out.insert(sum(1 for h in headers[:idx] if h[0] != "content-length"), cl)
             headers = out
+        if self._cookies is not None:
+            headers = self._add_cookies(headers, path)
         prepared = self._prepare_headers(cmds, ref, reply_to, method, path, headers, None)
         if prepared is None:
             return
@@ -930,6 +1044,11 @@ class Http2Handler(BaseHandler):
         if body and not end:
             self._queue(st, body, True)
         self._flush(cmds)
+
+    def _add_cookies(self, headers: Headers, path: str) -> Headers:
+        """The ``cookie`` header appended last (Gun 4.13), for the request's authority."""
+        authority = next((v for n, v in headers if n == "host"), self._authority)
+        return _cookies.add_cookie_header(self._cookies, self._scheme, authority, path, headers)
 
     def _prepare_headers(
         self,
@@ -985,6 +1104,13 @@ class Http2Handler(BaseHandler):
         return wire, authority
 
     def data(self, ref: Any, reply_to: ReplyTo, fin: str, data: bytes) -> Commands:
+        t = self._through(ref)
+        if t is None:
+            tst = self._refs.get(ref)
+            if tst is not None and tst.kind == _TUN:
+                t = tst  # data on the CONNECT's ref: the raw protocol inside
+        if t is not None:
+            return self._tun_op(t, ("$data", ref, reply_to, fin, data))
         cmds: Commands = []
         try:
             st = self._refs.get(ref)
@@ -1013,6 +1139,11 @@ class Http2Handler(BaseHandler):
     def ws_upgrade(
         self, ref: Any, reply_to: ReplyTo, path: str, headers: Headers, ws_opts: dict[str, Any]
     ) -> Commands:
+        t = self._through(ref)
+        if t is not None:
+            return self._tun_op(t, ("$ws_upgrade", ref, reply_to, path, headers, ws_opts))
+        if self._deep(ref):
+            return self.stream_error(reply_to, ref, ("badstate", "The stream is not a tunnel."))
         cmds: Commands = []
         try:
             self._ws_upgrade(cmds, ref, reply_to, path, headers, ws_opts)
@@ -1062,6 +1193,8 @@ class Http2Handler(BaseHandler):
             if name in offers:
                 extra.append((name, offers[name]))
         user = [h for h in headers if h[0] not in ("content-length", *_WS_OFFER_HEADERS)]
+        if self._cookies is not None:
+            user = self._add_cookies(user, path)
         prepared = self._prepare_headers(
             cmds, ref, reply_to, "CONNECT", path, extra + user, "websocket"
         )
@@ -1080,6 +1213,9 @@ class Http2Handler(BaseHandler):
         self._flush(cmds)
 
     def ws_send(self, ref: Any, reply_to: ReplyTo, frames: list[Any]) -> Commands:
+        t = self._through(ref)
+        if t is not None:
+            return self._tun_op(t, ("$ws_send", ref, reply_to, frames))
         cmds: Commands = []
         try:
             st = self._refs.get(ref)
@@ -1202,9 +1338,187 @@ class Http2Handler(BaseHandler):
         self._forget(st, cmds, keep_output=True)
 
     # ----------------------------------------------------------------------------------
+    # CONNECT tunnels (RFC 9113 8.5; Gun 4.11: one tunnel per stream)
+
+    def connect(
+        self,
+        ref: Any,
+        reply_to: ReplyTo,
+        destination: dict[str, Any],
+        headers: Headers,
+        req_opts: dict[str, Any],
+    ) -> Commands:
+        t = self._through(ref)
+        if t is not None:
+            return self._tun_op(t, ("$connect", ref, reply_to, destination, headers, req_opts))
+        if self._deep(ref):
+            return self.stream_error(reply_to, ref, ("badstate", "The stream is not a tunnel."))
+        cmds: Commands = []
+        try:
+            self._connect(cmds, ref, reply_to, destination, headers, req_opts)
+        except Exception as e:
+            self._internal(cmds, e)
+        return cmds
+
+    def _connect(
+        self,
+        cmds: Commands,
+        ref: Any,
+        reply_to: ReplyTo,
+        destination: dict[str, Any],
+        headers: Headers,
+        req_opts: dict[str, Any],
+    ) -> None:
+        host = str(destination["host"])
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        authority = f"{host}:{destination['port']}"
+        if self._refuse_new(cmds, ref, reply_to, authority):
+            return
+        wire: list[tuple[bytes, bytes]] = [(b":method", b"CONNECT"), (b":authority", _enc(authority))]
+        user, password = destination.get("username"), destination.get("password")
+        if (
+            user is not None
+            and password is not None
+            and not any(h[0] == "proxy-authorization" for h in headers)
+        ):
+            u = user.encode() if isinstance(user, str) else user
+            p = password.encode() if isinstance(password, str) else password
+            cred = base64.b64encode(u + b":" + p)
+            wire.append((b"proxy-authorization", b"Basic " + cred))
+        drop = _CONN_SPECIFIC | {"content-length"}
+        for n, v in headers:
+            if n in drop:
+                continue
+            if not n or n[0] == ":":
+                cmds.append(
+                    Deliver(
+                        reply_to,
+                        ("gun_error", self.ctx.conn, ref, ("badstate", f"Invalid request header name {n!r}.")),
+                    )
+                )
+                return
+            wire.append((_enc(n), _enc(v)))
+        h2 = self._h2
+        sid = h2.get_next_available_stream_id()
+        h2.send_headers(sid, wire, end_stream=False)
+        flow = req_opts.get("flow") if req_opts else None
+        st = _Stream(sid, ref, reply_to, flow if _int(flow) else self._flow, authority, "", "CONNECT")
+        st.kind = _TUN_REQ
+        st.destination = destination
+        self._streams[sid] = st
+        self._refs[ref] = st
+        self._flush(cmds)
+
+    def _tun_accept(self, st: _Stream, status: int, headers: Headers, cmds: Commands) -> None:
+        """A 2xx for a CONNECT: the stream is a tunnel (gun_response fin, as Gun)."""
+        from .tunnel import StreamTunnel
+
+        cmds.append(Deliver(st.reply_to, ("gun_response", self.ctx.conn, st.ref, "fin", status, headers)))
+        st.kind = _TUN
+        st.tunnel = StreamTunnel(self.ctx, st.ref, st.reply_to, st.destination)
+        self._tun_run(st, st.tunnel.start(), cmds)
+
+    def _through(self, ref: Any) -> _Stream | None:
+        """The tunnel stream a ref goes through (its CONNECT's ref followed by
+        more), or None when the ref is not inside one of our tunnels."""
+        if type(ref) is not tuple:
+            return None
+        base = self.ctx.base_ref
+        n = 0 if base is None else (len(base) if type(base) is tuple else 1)
+        if len(ref) < n + 2:
+            return None
+        key = ref[n] if n == 0 else ref[: n + 1]
+        st = self._refs.get(key)
+        if st is None or st.kind != _TUN:
+            return None
+        return st
+
+    def _deep(self, ref: Any) -> bool:
+        """A ref for a stream inside a tunnel (which ``_through`` did not find)."""
+        if type(ref) is not tuple:
+            return False
+        base = self.ctx.base_ref
+        n = 0 if base is None else (len(base) if type(base) is tuple else 1)
+        return len(ref) >= n + 2
+
+    def _tun_op(self, st: _Stream, op: tuple[Any, ...]) -> Commands:
+        cmds: Commands = []
+        try:
+            self._tun_run(st, st.tunnel.op(op), cmds)
+            self._flush(cmds)
+            self._check_done(cmds)
+        except Exception as e:
+            self._internal(cmds, e)
+        return cmds
+
+    def ping_tunnel(self, tunnel: Any, ref: Any, reply_to: ReplyTo) -> Commands:
+        """``gunpy.ping`` with ``tunnel``: the HTTP/2 server at the far end of it."""
+        probe = (*tunnel, ref) if type(tunnel) is tuple else (tunnel, ref)
+        st = self._through(probe)
+        if st is None:
+            st = self._refs.get(tunnel)
+            if st is None or st.kind != _TUN:
+                return self.stream_error(reply_to, ref, ("badstate", "The stream is not a tunnel."))
+        return self._tun_op(st, ("$ping", ref, reply_to, tunnel))
+
+    def _proxy_info(self) -> dict[str, Any]:
+        ctx = self.ctx
+        return {
+            "type": "connect",
+            "host": ctx.origin_host,
+            "port": ctx.origin_port,
+            "transport": "tcp" if ctx.transport == "unix" else ctx.transport,
+            "protocol": "http2",
+        }
+
+    def _tun_run(self, st: _Stream, tcmds: Commands, cmds: Commands) -> None:
+        """Carry out a stream tunnel's commands on the HTTP/2 stream (as _ws_run)."""
+        sid = st.id
+        for c in tcmds:
+            t = type(c)
+            if t is Deliver:
+                cmds.append(c)
+            elif t is Send:
+                assert isinstance(c, Send)
+                if self._streams.get(sid) is st and not st.local_done:
+                    self._queue(st, c.data, False)
+            elif t is SetActive:
+                assert isinstance(c, SetActive)
+                if c.active and self._streams.get(sid) is st:
+                    self._ensure_conn_window()
+                    self._ensure_stream_window(st)
+            elif t is StartTimer:
+                assert isinstance(c, StartTimer)
+                cmds.append(StartTimer(f"tun{sid}:{c.name}", c.ms))
+            elif t is CancelTimer:
+                assert isinstance(c, CancelTimer)
+                cmds.append(CancelTimer(f"tun{sid}:{c.name}"))
+            elif t is Close:
+                self._tun_closed(st, cmds)
+
+    def _tun_closed(self, st: _Stream, cmds: Commands) -> None:
+        """The tunnel on ``st`` is over: end that stream (END_STREAM, as RFC 9113
+        8.5 says for a TCP FIN), never the connection."""
+        if self._streams.get(st.id) is not st:
+            return
+        out = self._out.get(st.id)
+        if st.local_done:
+            pass
+        elif (out is not None and out.size) or st.remote_done:
+            self._queue(st, b"", True)  # after the last bytes (a TLS close_notify...)
+            st.local_done = True
+        else:
+            self._reset(st, ErrorCodes.CANCEL)  # nothing left to say: free the stream
+        self._forget(st, cmds, keep_output=True)
+
+    # ----------------------------------------------------------------------------------
     # Stream control
 
     def cancel(self, ref: Any, reply_to: ReplyTo) -> Commands:
+        t = self._through(ref)
+        if t is not None:
+            return self._tun_op(t, ("$cancel", ref, reply_to))
         cmds: Commands = []
         try:
             st = self._refs.get(ref)
@@ -1212,6 +1526,8 @@ class Http2Handler(BaseHandler):
                 return self.stream_error(reply_to, ref, ("badstate", BADSTATE_NOT_FOUND))
             self._reset(st, ErrorCodes.CANCEL)
             self._forget(st, cmds)
+            if st.kind == _TUN:
+                cmds.extend(st.tunnel.close("cancel"))
             self._flush(cmds)
             self._check_done(cmds)
         except Exception as e:
@@ -1219,6 +1535,9 @@ class Http2Handler(BaseHandler):
         return cmds
 
     def update_flow(self, ref: Any, inc: int) -> Commands:
+        t = self._through(ref)
+        if t is not None:
+            return self._tun_op(t, ("$update_flow", ref, inc))
         cmds: Commands = []
         try:
             st = self._refs.get(ref)
@@ -1243,7 +1562,23 @@ class Http2Handler(BaseHandler):
         return cmds
 
     def stream_info(self, ref: Any) -> dict[str, Any] | None:
+        t = self._through(ref)
+        if t is not None:
+            info = t.tunnel.stream_info(ref)
+            if info is not None:
+                # This connection's server is the proxy of the stream (Gun: HTTP/2
+                # intermediaries are per stream, not connection-wide).
+                info["intermediaries"] = [self._proxy_info(), *info.get("intermediaries", [])]
+            return info  # type: ignore[no-any-return]
         st = self._refs.get(ref)
+        if st is not None and st.kind == _TUN:
+            return {
+                "ref": ref,
+                "reply_to": st.reply_to,
+                "state": "running",
+                "intermediaries": [],
+                "tunnel": st.tunnel.describe(),
+            }
         if st is not None:
             reply_to = st.reply_to
         else:
@@ -1322,6 +1657,13 @@ class Http2Handler(BaseHandler):
                         "The SETTINGS ack was not received within the configured time."
                         " (RFC7540 6.5.3)",
                     )
+            elif name.startswith("tun"):
+                sid_s, _, sub = name[3:].partition(":")
+                st = self._streams.get(int(sid_s)) if sid_s.isdigit() else None
+                if st is not None and st.kind == _TUN:
+                    self._tun_run(st, st.tunnel.timeout(sub), cmds)
+                self._flush(cmds)
+                self._check_done(cmds)
             elif name.startswith("ws"):
                 sid_s, _, sub = name[2:].partition(":")
                 st = self._streams.get(int(sid_s)) if sid_s.isdigit() else None
@@ -1365,6 +1707,8 @@ class Http2Handler(BaseHandler):
             # Gun leaves them to the closing timeout.
             for st in [s for s in self._streams.values() if s.kind == _WS]:
                 self._ws_run(st, st.ws.closing(reason), cmds)
+            for st in [s for s in self._streams.values() if s.kind == _TUN]:
+                self._tun_run(st, st.tunnel.closing(reason), cmds)
             held, self._held_ws = self._held_ws, []
             for args in held:
                 cmds.append(Deliver(args[1], ("gun_error", self.ctx.conn, args[0], "closing")))
@@ -1390,10 +1734,14 @@ class Http2Handler(BaseHandler):
             Deliver(st.reply_to, ("gun_error", conn, st.ref, r)) for st in self._refs.values()
         ]
         cmds += [Deliver(h[1], ("gun_error", conn, h[0], r)) for h in self._held_ws]
+        for st in self._refs.values():
+            if st.kind == _TUN:
+                cmds += st.tunnel.close(reason)
         return cmds
 
     def down(self) -> list[Any]:
-        return [*self._refs, *(h[0] for h in self._held_ws)]
+        inner = [r for st in self._refs.values() if st.kind == _TUN for r in st.tunnel.down()]
+        return [*self._refs, *(h[0] for h in self._held_ws), *inner]
 
     # ----------------------------------------------------------------------------------
     # Internals

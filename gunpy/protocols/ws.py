@@ -198,6 +198,14 @@ def _pos_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
+def _is_stream_ref(v: Any) -> bool:
+    from .._process import Ref
+
+    if isinstance(v, Ref):
+        return True
+    return isinstance(v, (tuple, list)) and bool(v) and all(isinstance(r, Ref) for r in v)
+
+
 def _check_protocols(v: Any) -> bool:
     if not isinstance(v, list):
         return False
@@ -225,8 +233,8 @@ _CHECKS: dict[str, Any] = {
     "max_message_size": lambda v: v == "infinity" or _pos_int(v),
     # Used by the caller (header checks) and the tunnel layer; accepted here.
     "invalid_request_headers": lambda v: v in ("raise", "ignore"),
-    # Proxies and tunnels are not implemented yet: refused by name, not ignored.
-    "tunnel": lambda v: False,
+    # Upgrade inside a CONNECT tunnel: the tunnel's stream ref (Gun's tunnel).
+    "tunnel": lambda v: _is_stream_ref(v),
     # gunpy addition (Gun issues #42, #231): after the connection is lost and comes
     # back, the connection actor sends this upgrade again, under the same ref.
     "reupgrade": lambda v: isinstance(v, bool),
