@@ -34,7 +34,7 @@ from .exceptions import NoProc, OptionsError
 #: of the tunnel's refs followed by its own (Gun's lists; tuples, to be hashable).
 StreamRef = Ref | tuple[Ref, ...]
 
-_REQ_OPTS = ("reply_to", "flow", "tunnel", "invalid_request_headers")
+_REQ_OPTS = ("reply_to", "flow", "tunnel", "invalid_request_headers", "timeout")
 _NO_BODY = b""
 
 
@@ -162,6 +162,9 @@ def _check_req_opts(req_opts: Any) -> dict[str, Any]:
     for k, v in req_opts.items():
         if k not in _REQ_OPTS:
             raise OptionsError(("options", (k, v)), f"unknown request option {k!r}")
+        if k == "timeout" and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+            # gunpy addition (Gun issue #317): see Connection._start_request_timer.
+            raise OptionsError(("options", (k, v)), f"timeout must be positive milliseconds, not {v!r}")
         if k == "flow" and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
             raise OptionsError(("options", (k, v)), f"flow must be a positive integer, not {v!r}")
         if k == "tunnel" and _tunnel_ref(v) is None:

@@ -220,6 +220,28 @@ class ConnInbox(Mailbox):
     def has_timer(self, name: str) -> bool:
         return name in self._timers
 
+    def take_all(self) -> list[Any]:
+        """Remove and return every queued message (Envelopes unwrapped)."""
+        with self._cond:
+            msgs = [m.message if type(m) is Envelope else m for m in self._msgs.values()]
+            self._msgs.clear()
+            self._index.clear()
+            return msgs
+
+    def block_unless_queued(self, msg: Any) -> bool:
+        """True if ``msg`` is queued; else mark the actor blocked (``put`` then writes
+        the eventfd) until ``unblock``.  For waits outside ``get`` (a blocked send)."""
+        with self._cond:
+            for m in self._msgs.values():
+                if (m.message if type(m) is Envelope else m) == msg:
+                    return True
+            self._blocked = True
+            return False
+
+    def unblock(self) -> None:
+        with self._cond:
+            self._blocked = False
+
     def close_fds(self) -> None:
         with self._cond:
             self._blocked = False
@@ -313,6 +335,10 @@ class Connection(pykka.ThreadingActor):
         self.state = "not_connected"
         self.sock: socket.socket | None = None
         self.out: list[bytes] = []  # corked output, see _run
+        # Request option timeout (gunpy addition, Gun #317): timer name <-> ref.
+        self.rt_by_ref: dict[Any, str] = {}
+        self.rt_by_name: dict[str, tuple[Any, Any]] = {}
+        self.rt_count = 0
         self.out_len = 0
         self.handler: Any = None
         self.protocol: str | None = None
@@ -364,6 +390,11 @@ class Connection(pykka.ThreadingActor):
         try:
             super()._actor_loop()
         finally:
+            if self.owner_mref is not None:
+                # Erlang drops the monitors a process holds when it dies; without
+                # this a long-lived owner keeps every connection it ever opened.
+                demonitor(self.owner_mref)
+                self.owner_mref = None
             self._close_socket()
             self._inbox.close_fds()
             self.pid._exit(self.exit_reason)
@@ -383,6 +414,8 @@ class Connection(pykka.ThreadingActor):
         if tag == _SOCK:
             self._on_socket(message[1])
         elif tag in _OPS:
+            if tag == "$request" and message[7].get("timeout"):
+                self._start_request_timer(message[1], message[2], message[7]["timeout"])
             self._op(message)
         elif tag == _TIMER:
             self._on_timer(message[1])
@@ -768,6 +801,8 @@ class Connection(pykka.ThreadingActor):
                 batch.append(c.msg)
                 if not self.progressed and c.msg[0] in _PROGRESS_TAGS:
                     self.progressed = True
+                if self.rt_by_ref:
+                    self._request_timer_done(c.msg)
             elif t is Send:
                 assert isinstance(c, Send)
                 out.append(c.data)
@@ -895,9 +930,13 @@ class Connection(pykka.ThreadingActor):
             return False
         # Slow path: the kernel buffer is full.  Block this actor up to send_timeout,
         # as gen_tcp's send does (Gun's default 15 s, send_timeout_close true).
+        # gun:close/1 kills Gun's process even while it is blocked in a send; here a
+        # $close queued meanwhile wakes the wait (the inbox's eventfd) and ends it.
         deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
+        inbox = self._inbox
         p = select.poll()
         p.register(sock.fileno(), _POLLOUT)
+        p.register(inbox._efd, _POLLIN)
         while view:
             try:
                 n = sock.send(view)
@@ -908,17 +947,67 @@ class Connection(pykka.ThreadingActor):
             except (ssl.SSLError, OSError) as e:
                 self._disconnect(("error", errno_reason(e)))
                 return False
-            if deadline is None:
-                p.poll()
-            else:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self._disconnect(("error", "timeout"))
-                    return False
-                p.poll(max(1, int(left * 1000)))
+            if inbox.block_unless_queued(("$close",)):
+                self._exit("shutdown")
+                return False
+            try:
+                if deadline is None:
+                    events = p.poll()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._disconnect(("error", "timeout"))
+                        return False
+                    events = p.poll(max(1, int(left * 1000)))
+            finally:
+                inbox.unblock()
+            if any(fd == inbox._efd for fd, _ in events):
+                try:
+                    os.read(inbox._efd, 8)
+                except OSError:
+                    pass
         return True
 
     # -- timers ------------------------------------------------------------------
+    def _start_request_timer(self, ref: Any, reply_to: Any, ms: int) -> None:
+        """Request option ``timeout``: no complete response in ``ms`` -> the stream
+        is cancelled and gets ``("gun_error", conn, ref, "timeout")`` (gunpy
+        addition; Gun issue #317 asks for it, its maintainer prefers a per-request
+        option).  The clock starts when the connection receives the request."""
+        self.rt_count += 1
+        name = f"rt:{self.rt_count}"
+        self.rt_by_ref[ref] = name
+        self.rt_by_name[name] = (ref, reply_to)
+        self._inbox.start_timer(name, ms)
+
+    def _request_timer_done(self, msg: Any) -> None:
+        """A delivered message that ends a stream stops its timer."""
+        tag = msg[0]
+        if (
+            ((tag == "gun_response" or tag == "gun_data") and msg[3] == "fin")
+            or tag == "gun_trailers"
+            or (tag == "gun_error" and len(msg) == 4)
+            or tag == "gun_upgrade"
+        ):
+            name = self.rt_by_ref.pop(msg[2], None)
+            if name is not None:
+                self.rt_by_name.pop(name, None)
+                self._inbox.cancel_timer(name)
+
+    def _request_timeout(self, name: str) -> None:
+        entry = self.rt_by_name.pop(name, None)
+        if entry is None:
+            return
+        ref, reply_to = entry
+        self.rt_by_ref.pop(ref, None)
+        for i, q in enumerate(self.queue):
+            if q[0] == "$request" and q[1] is ref:  # never sent
+                del self.queue[i]
+                reply_to.send(("gun_error", self.pid, ref, "timeout"))
+                return
+        if self.handler is not None:
+            self._run(self.handler.timeout_stream(ref, reply_to))
+
     def _on_timer(self, name: str) -> None:
         if name == "retry":
             if self.state == "not_connected":
@@ -944,6 +1033,8 @@ class Connection(pykka.ThreadingActor):
             if self.state == "closing":
                 # Gun's closing state_timeout: the reason says why we were closing.
                 self._disconnect(self.closing_reason or "normal")
+        elif name.startswith("rt:"):
+            self._request_timeout(name)
         elif name.startswith("h:") and self.handler is not None:
             self._run(self.handler.timeout(name[2:]))
 
@@ -1062,6 +1153,9 @@ class Connection(pykka.ThreadingActor):
         # Better than Gun (gun-reference 7): requests still queued get an error
         # instead of silence.
         queued, self.queue = self.queue, []
+        # So do the requests still in the mailbox: pykka drops what is left there
+        # when the actor stops.
+        queued += [m for m in self._inbox.take_all() if type(m) is tuple]
         for op in queued:
             if op[0] in _NEW_STREAM_OPS:
                 op[2].send(("gun_error", self.pid, op[1], ("closed", reason)))

@@ -296,7 +296,8 @@ class Mailbox:
             if key is not None:
                 self._index_add(key, seq)
             self._notify()
-        self._wake()
+            # Under the lock: ConnInbox's eventfd cannot be closed meanwhile.
+            self._wake()
 
     def put_many(self, msgs: list[Any]) -> None:
         """Append several messages under one lock acquisition (the actor's batches)."""
@@ -308,7 +309,7 @@ class Mailbox:
                 if key is not None:
                     self._index_add(key, seq)
             self._notify()
-        self._wake()
+            self._wake()
 
     def _index_add(self, key: Hashable, seq: int) -> None:
         try:

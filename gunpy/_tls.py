@@ -95,6 +95,10 @@ def tls_reason(e: BaseException) -> Any:
         else:
             alert = "bad_certificate"
         return ("tls_alert", (alert, text))
+    if isinstance(e, ssl.SSLEOFError):
+        # The peer closed (or reset: Python's ssl cannot tell) without an alert:
+        # Gun's ssl reports {error, closed}.
+        return "closed"
     if isinstance(e, ssl.SSLError):
         name = (e.reason or "handshake_failure").lower()
         return ("tls_alert", (name, str(e)))

@@ -246,6 +246,16 @@ class BaseHandler:
         # goes down with {error, {ping_unsupported_by_protocol, PingRef}}.
         return [Close(("error", ("ping_unsupported_by_protocol", ref)))]
 
+    def timeout_stream(self, ref: Any, reply_to: ReplyTo) -> Commands:
+        """The request option ``timeout`` ran out for stream ``ref`` (gunpy addition,
+        Gun issue #317): cancel the stream and tell its reply_to."""
+        if self.stream_info(ref) is None:
+            return []  # already complete or gone
+        return [
+            Deliver(reply_to, ("gun_error", self.ctx.conn, ref, "timeout")),
+            *self.cancel(ref, reply_to),
+        ]
+
     def keepalive(self) -> Commands:
         return []
 

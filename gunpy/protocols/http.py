@@ -149,6 +149,9 @@ _CL_RE = re.compile(r"[0-9]{1,18}")
 _BAD_TARGET_RE = re.compile(r"[\x00-\x20\x7f]")
 _FRAMING = frozenset(("transfer-encoding", "content-length", "connection", "upgrade"))
 _REQ_SPECIAL = frozenset(("transfer-encoding", "content-length", "host", "connection", "upgrade"))
+# 1xx responses before a final one: flow control does not count them, so a server
+# sending them for ever would flood the caller (Go's net/http allows 5).
+_MAX_INFORMS = 100
 # A chunk-size line with its extensions longer than this is refused rather than
 # buffered without end (7.1.1 sets no bound; extensions are ignored anyway).
 _MAX_CHUNK_LINE = 4096
@@ -205,6 +208,7 @@ class _Stream:
         "out_left",
         "out_done",
         "pending",
+        "informs",
         "destination",
         "content",
         "cookie_uri",
@@ -225,6 +229,7 @@ class _Stream:
         self.out_left = 0
         self.out_done = True  # request body complete (from the user's side)
         self.pending: list[bytes] | None = None  # bytes of a held (unsent) request
+        self.informs = 0  # 1xx responses received (at most _MAX_INFORMS)
         self.destination: dict[str, Any] = {}  # a CONNECT's tunnel destination
         self.content: list[Any] | None = None  # content handler chain; None: gun_data
         self.cookie_uri: tuple[str, str] | None = None  # (authority, path), with a cookie store
@@ -873,6 +878,9 @@ class HttpHandler(BaseHandler):
             if status == 101:
                 return self._switch(st, minor, headers, upgrade, buf[nxt:], cmds)
             # RFC 9110 15.2: 1xx, then the final response for the same request.
+            st.informs += 1
+            if st.informs > _MAX_INFORMS:
+                raise _ProtocolError("Too many informational (1xx) responses.")
             if st.alive:
                 cmds.append(Deliver(st.reply_to, ("gun_inform", conn, st.ref, status, headers)))
             return _HEAD
@@ -972,10 +980,13 @@ class HttpHandler(BaseHandler):
             protos = _tokens(upgrade) if upgrade is not None else []
             # RFC 9110 7.8: the server may only switch to a protocol the client offered.
             if protos and all(p in st.upgrade for p in protos):
-                self._streams.popleft()
                 if not st.alive or self._close_after:
+                    # As for Websocket: a live stream stays, so close() tells it.
+                    if not st.alive:
+                        self._streams.popleft()
                     self._finish(cmds, Close("normal"))
                     return _DONE
+                self._streams.popleft()
                 cmds.append(Deliver(st.reply_to, ("gun_upgrade", conn, st.ref, protos, headers)))
                 self._drop_held(
                     cmds,
@@ -1187,6 +1198,22 @@ class HttpHandler(BaseHandler):
             self._resume(cmds)
             return cmds
         return []
+
+    def timeout_stream(self, ref: Any, reply_to: ReplyTo) -> Commands:
+        # The request option timeout (gunpy addition, Gun #317).  HTTP/1.1 cannot
+        # abandon a response: when the late one is on the wire now, the connection
+        # is useless until it ends, so it is closed (the streams behind it get the
+        # usual ("closed", ...) errors); a stream further back is only cancelled.
+        for st in self._streams:
+            if st.ref == ref:
+                break
+        else:
+            return []
+        err = Deliver(st.reply_to, ("gun_error", self.ctx.conn, ref, "timeout"))
+        if st is self._streams[0] and st.pending is None:
+            self._streams.popleft()
+            return [err, Close(("error", "timeout"))]
+        return [err, *self.cancel(ref, st.reply_to)]
 
     def update_flow(self, ref: Any, inc: int) -> Commands:
         for st in self._streams:

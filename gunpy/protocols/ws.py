@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -576,8 +577,9 @@ class WsHandler(BaseHandler):
         self._paused = False
         self._reading = True
 
-        # Message reassembly.
-        self._parts: list[Any] = []
+        # Message reassembly: one growing buffer per message (a list of pieces costs
+        # ~50 bytes per fragment, so tiny fragments would multiply the memory).
+        self._acc: bytearray | io.StringIO | None = None
         self._size = 0
 
         # Closing state: _out_closed = we sent a close frame (Gun's out=close);
@@ -852,7 +854,7 @@ class WsHandler(BaseHandler):
         there is nothing more to send; we just keep waiting for the peer's.
         """
         self._failed = True
-        self._parts = []
+        self._acc = None
         if self._out_closed:
             return
         self._send_close(cmds, code, reason)
@@ -909,16 +911,26 @@ class WsHandler(BaseHandler):
                     if self._size > self._max_size:
                         self._fail(cmds, 1009, "Message too big.")
                         continue
+                acc = self._acc
                 if ev.message_finished:
                     kind = "text" if t is TextMessage else "binary"
-                    if self._parts:
-                        self._parts.append(data)
-                        data = ("" if t is TextMessage else b"").join(self._parts)
-                        self._parts = []
+                    if acc is not None:
+                        if isinstance(acc, bytearray):
+                            acc += data
+                            data = bytes(acc)
+                        else:
+                            acc.write(data)
+                            data = acc.getvalue()
+                        self._acc = None
                     self._size = 0
                     self._dispatch(cmds, (kind, data))
                 else:
-                    self._parts.append(data)
+                    if acc is None:
+                        acc = self._acc = io.StringIO() if t is TextMessage else bytearray()
+                    if isinstance(acc, bytearray):
+                        acc += data
+                    else:
+                        acc.write(data)
             elif t is Ping:
                 assert isinstance(ev, Ping)
                 if self._failed:
