@@ -7,9 +7,8 @@
   connection process's ``DOWN`` (never a sleep) before counting.
 * ``ForwardingOwner``: an ``OwnerActor`` that owns a connection, forwards every
   message it gets to the test thread, and dies on demand (the "owner dies" fault).
-* ``Origin``: ``tests.origin.Origin`` whose ``stop`` also wakes and joins its accept
-  thread (closing a listening socket does not wake a blocked ``accept`` on Linux).
-* ``ServerWs``: the server side of a Websocket on an ``OriginConn`` (wsproto).
+* ``ServerWs``: the server side of a Websocket on a ``gunpy.testing.OriginConn``
+  (wsproto; the origin itself is ``gunpy.testing``'s ``ScriptedOrigin``).
 * ``TlsAttempts``: a TLS listener that counts handshake attempts (Gun issue #192).
 * ``FullAcceptQueue``: a listener whose accept queue is full (connect hangs).
 * ``rss()``: the resident set size of this process, in bytes.
@@ -39,8 +38,7 @@ from wsproto.events import Event
 
 import gunpy
 from gunpy import ANY, TIMEOUT
-from tests.origin import Origin as _BaseOrigin
-from tests.origin import OriginConn
+from gunpy.testing import OriginConn
 
 HERE = Path(__file__).resolve().parent
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -220,22 +218,6 @@ def until_down(conn: gunpy.Pid, mref: gunpy.Ref, after: int = 10000) -> tuple[li
 # --------------------------------------------------------------------------- origins
 
 
-class Origin(_BaseOrigin):
-    """``tests.origin.Origin`` whose ``stop`` wakes and joins its accept thread."""
-
-    def stop(self) -> None:
-        self._stop = True
-        with contextlib.suppress(OSError):
-            self.lsock.shutdown(socket.SHUT_RDWR)
-        super().stop()
-        self._thread.join(10)
-
-
-def half_close(server: OriginConn) -> None:
-    """The server shuts its sending side (FIN) and keeps reading."""
-    server.sock.shutdown(socket.SHUT_WR)
-
-
 def head_of(req: bytes) -> dict[str, str]:
     lines = req.decode("latin-1").split("\r\n")[1:]
     return {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)}
@@ -266,17 +248,16 @@ class ServerWs:
     def send(self, *events: Event) -> None:
         self.server.send(b"".join(self.ws.send(e) for e in events))
 
-    def events(self, n: int = 1, timeout: float = 5.0) -> list[Event]:
-        """At least ``n`` events from the client (or EOF)."""
+    def events(self, n: int = 1, timeout: float = 5000) -> list[Event]:
+        """At least ``n`` events from the client (or EOF, or nothing for ``timeout`` ms)."""
         out: list[Event] = []
-        self.server.sock.settimeout(timeout)
         while len(out) < n:
             out.extend(self.ws.events())
             if len(out) >= n:
                 break
             try:
-                data = self.server.sock.recv(65536)
-            except (ConnectionResetError, TimeoutError):
+                data = self.server.recv(timeout)  # b"" once the client closed or reset
+            except TimeoutError:
                 data = b""
             if not data:
                 break

@@ -4,7 +4,9 @@
 test; after it (and after every other fixture's teardown: origins are stopped
 first) it closes what the test left open, waits for each tracked connection's
 ``DOWN``, joins the connection threads, and fails the test if anything is left.
-``track`` is the ``Tracker`` tests open their connections with.
+``track`` is the ``Tracker`` tests open their connections with; ``origin`` a
+``gunpy.testing.ScriptedOrigin`` (from the ``scripted_origin`` fixture) the test
+drives itself.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import pytest
 
 import gunpy
 from gunpy import TIMEOUT
+from gunpy.testing import OriginFactory, ScriptedOrigin
 from tests.peers import Peer
 from tests.reliability._support import (
-    Origin,
     Resources,
     Tracker,
     fault_server_argv,
@@ -48,10 +50,8 @@ def track() -> Tracker:
 
 
 @pytest.fixture
-def origin() -> Iterator[Origin]:
-    o = Origin()
-    yield o
-    o.stop()
+def origin(scripted_origin: OriginFactory) -> ScriptedOrigin:
+    return scripted_origin()
 
 
 @pytest.fixture(scope="session")

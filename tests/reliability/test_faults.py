@@ -5,7 +5,7 @@ go wrong in every state of the connection process; these tests do the same for
 gunpy (gun-reference sections 2, 4.1-4.3, 4.7, 4.9).
 
 A *scene* puts a connection in one state against a scripted origin
-(tests/origin.py); a *fault* then happens; the test collects every message the
+(``gunpy.testing.ScriptedOrigin``); a *fault* then happens; the test collects every message the
 connection sends up to its ``DOWN`` and compares them, in order, with the table
 below (``EXPECTED``), which docs/guide/failures.md reproduces.  Every connection
 has ``retry: 0`` so the connection process ends after the fault and its exit
@@ -24,8 +24,8 @@ response is in progress), ``ws_closing`` (``shutdown`` of a Websocket, the
 server's close not yet sent).
 
 Faults: ``server_closes`` (FIN), ``server_resets`` (RST), ``server_half_closes``
-(``shutdown(SHUT_WR)``: FIN, still reading), ``server_stops_reading`` (we send
-16 MiB with ``send_timeout: 200`` and a 4 KiB ``sndbuf``), ``owner_dies``
+(``shutdown(SHUT_WR)``: FIN, still reading), ``server_stops_reading`` (the origin
+pauses reading, we send 16 MiB with ``send_timeout: 200`` and a 4 KiB ``sndbuf``), ``owner_dies``
 (``Exit("boom")``), ``owner_exits`` (normally), ``shutdown``, ``close``.
 """
 
@@ -46,14 +46,12 @@ from wsproto.events import CloseConnection
 import gunpy
 from gunpy import ANY, TIMEOUT
 from gunpy.process import as_pid
-from tests.origin import OriginConn, refused_port
+from gunpy.testing import OriginConn, OriginFactory, ScriptedOrigin, refused_port
 from tests.reliability._support import (
     GUID,
     FullAcceptQueue,
-    Origin,
     ServerWs,
     Tracker,
-    half_close,
     head_of,
     until_down,
 )
@@ -95,7 +93,7 @@ def _open(track: Tracker, owned: bool, port: int, **opts: Any) -> tuple[gunpy.Pi
     return track.open(port, **opts), None
 
 
-def scene_not_connected(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> Scene:
+def scene_not_connected(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
     """Refused twice (the immediate first retry), now waiting 60 s for the next attempt;
     one request queued."""
     waiting = threading.Event()
@@ -114,7 +112,7 @@ def scene_not_connected(track: Tracker, origin: Origin, owned: bool, **opts: Any
     return Scene(conn, gunpy.monitor(conn), refs=[ref], owner=owner)
 
 
-def scene_connecting(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> Scene:
+def scene_connecting(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
     """A SYN the full accept queue drops: the connect never completes; one request queued."""
     full = FullAcceptQueue()
     conn, owner = _open(track, owned, full.port, **opts)
@@ -124,7 +122,7 @@ def scene_connecting(track: Tracker, origin: Origin, owned: bool, **opts: Any) -
     return s
 
 
-def scene_tls_handshake(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> Scene:
+def scene_tls_handshake(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
     """The origin accepts TCP and reads the ClientHello's record header, never answers."""
     conn, owner = _open(track, owned, origin.port, transport="tls", **opts)
     server = origin.accept()
@@ -134,20 +132,20 @@ def scene_tls_handshake(track: Tracker, origin: Origin, owned: bool, **opts: Any
     return Scene(conn, gunpy.monitor(conn), server, refs=[ref], owner=owner)
 
 
-def _up(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> tuple[gunpy.Pid, Any, OriginConn]:
+def _up(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> tuple[gunpy.Pid, Any, OriginConn]:
     conn, owner = _open(track, owned, origin.port, **opts)
     assert gunpy.await_up(conn) == ("ok", "http")
     return conn, owner, origin.accept()
 
 
-def scene_idle(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> Scene:
+def scene_idle(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
     conn, owner, server = _up(track, origin, owned, **opts)
     s = Scene(conn, gunpy.monitor(conn), server, owner=owner)
     s.after = lambda: _assert_closed_by_client(server)
     return s
 
 
-def scene_mid_body(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> Scene:
+def scene_mid_body(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
     """A POST whose chunked request body is streaming, and whose response (content-length
     100) has delivered 10 bytes."""
     conn, owner, server = _up(track, origin, owned, **opts)
@@ -163,7 +161,7 @@ def scene_mid_body(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> 
     return s
 
 
-def scene_pipelined(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> Scene:
+def scene_pipelined(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
     """Three GETs written at once; the first answered, the second and third waiting."""
     conn, owner, server = _up(track, origin, owned, **opts)
     r1, r2, r3 = (gunpy.get(conn, f"/{i}") for i in (1, 2, 3))
@@ -177,7 +175,7 @@ def scene_pipelined(track: Tracker, origin: Origin, owned: bool, **opts: Any) ->
     return s
 
 
-def scene_ws(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> Scene:
+def scene_ws(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
     conn, owner, server = _up(track, origin, owned, **opts)
     ref = gunpy.ws_upgrade(conn, "/ws")
     ws = ServerWs.accept(server)
@@ -196,7 +194,7 @@ def scene_ws(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> Scene:
     return s
 
 
-def scene_closing(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> Scene:
+def scene_closing(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
     """``shutdown`` while a response (content-length 100) has delivered 10 bytes."""
     http_opts = opts.pop("http_opts", {})
     conn, owner, server = _up(track, origin, owned, http_opts=http_opts, **opts)
@@ -212,7 +210,7 @@ def scene_closing(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> S
     return s
 
 
-def scene_ws_closing(track: Tracker, origin: Origin, owned: bool, **opts: Any) -> Scene:
+def scene_ws_closing(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
     """``shutdown`` of a Websocket: close 1001 sent, the server's close not yet."""
     s = scene_ws(track, origin, owned, **opts)
     gunpy.shutdown(s.conn)
@@ -240,7 +238,7 @@ SCENES: dict[str, Callable[..., Scene]] = {
 
 def _assert_closed_by_client(server: OriginConn) -> None:
     try:
-        server.wait_closed(5)
+        server.wait_closed(5000)
     except OSError:
         pass
 
@@ -262,11 +260,13 @@ def server_resets(s: Scene) -> None:
 
 def server_half_closes(s: Scene) -> None:
     assert s.server is not None
-    half_close(s.server)
+    s.server.half_close()
 
 
 def server_stops_reading(s: Scene) -> None:
-    # The origin never reads: our send fills the 4 KiB sndbuf and its rcvbuf, then blocks.
+    # The origin stops reading: our send fills the 4 KiB sndbuf and its rcvbuf, then blocks.
+    assert s.server is not None
+    s.server.pause_reading()
     if s.ws is not None:
         gunpy.ws_send(s.conn, s.refs[0], ("binary", BIG))
     else:
@@ -525,7 +525,7 @@ def _cases() -> list[Any]:
 
 
 @pytest.mark.parametrize(("state", "fault"), _cases())
-def test_fault(state: str, fault: str, track: Tracker, origin: Origin) -> None:
+def test_fault(state: str, fault: str, track: Tracker, origin: ScriptedOrigin) -> None:
     opts: dict[str, Any] = {}
     if fault == "server_stops_reading":
         opts.update(STOP_READING_OPTS)
@@ -581,7 +581,7 @@ def test_connect_timeout_while_connecting(track: Tracker) -> None:
         )
 
 
-def test_tls_handshake_timeout(track: Tracker, origin: Origin) -> None:
+def test_tls_handshake_timeout(track: Tracker, origin: ScriptedOrigin) -> None:
     conn = track.open(origin.port, transport="tls", tls_handshake_timeout=200)
     mref = gunpy.monitor(conn)
     origin.accept()
@@ -589,7 +589,7 @@ def test_tls_handshake_timeout(track: Tracker, origin: Origin) -> None:
     assert (msgs, reason) == ([], ("shutdown", "timeout"))
 
 
-def test_closing_timeout_ends_a_response_that_never_finishes(track: Tracker, origin: Origin) -> None:
+def test_closing_timeout_ends_a_response_that_never_finishes(track: Tracker, origin: ScriptedOrigin) -> None:
     """shutdown while a response is in progress; the server never finishes it:
     closing_timeout (http_opts) ends the connection, the stream is told."""
     scene = scene_closing(track, origin, False, http_opts={"closing_timeout": 200})
@@ -597,7 +597,7 @@ def test_closing_timeout_ends_a_response_that_never_finishes(track: Tracker, ori
     assert (msgs, reason) == ([("gun_error", scene.conn, scene.refs[0], ("closed", "shutdown"))], "shutdown")
 
 
-def test_ws_closing_timeout(track: Tracker, origin: Origin) -> None:
+def test_ws_closing_timeout(track: Tracker, origin: ScriptedOrigin) -> None:
     """shutdown of a Websocket whose server never answers the close: closing_timeout."""
     scene = scene_ws(track, origin, False, ws_opts={"closing_timeout": 200})
     gunpy.shutdown(scene.conn)
@@ -605,14 +605,15 @@ def test_ws_closing_timeout(track: Tracker, origin: Origin) -> None:
     assert (msgs, reason) == ([], "shutdown")
 
 
-def test_close_during_a_blocked_send_is_prompt(track: Tracker, origin: Origin) -> None:
+def test_close_during_a_blocked_send_is_prompt(track: Tracker, origin: ScriptedOrigin) -> None:
     """``close`` is brutal (Gun: the supervisor kills the process even while it is
     blocked in a send).  A connection blocked sending to a server that stopped
     reading must still stop at once when closed, not when send_timeout expires."""
     conn, _, server = _up(track, origin, False, tcp_opts={"send_timeout": 3000, "sndbuf": 4096})
     ref = gunpy.headers(conn, "POST", "/upload", [])
+    server.recv_request()  # the head went out
+    server.pause_reading()  # the server stops reading: the body fills the buffers and blocks
     gunpy.data(conn, ref, "nofin", BIG)
-    server.recv_request()  # the head went out; the body fills the buffers and blocks
     t0 = time.monotonic()
     assert gunpy.close(conn) == "ok"
     elapsed = time.monotonic() - t0
@@ -627,7 +628,7 @@ def test_close_during_a_blocked_send_is_prompt(track: Tracker, origin: Origin) -
         "raw",
     ],
 )
-def test_shutdown_while_an_upgrade_is_in_flight(kind: str, track: Tracker, origin: Origin) -> None:
+def test_shutdown_while_an_upgrade_is_in_flight(kind: str, track: Tracker, origin: ScriptedOrigin) -> None:
     """shutdown after an upgrade request was written: the 101 cannot be taken any more
     (the connection is closing), so the connection ends and the upgrade's stream is
     told ("closed", "normal"), Websocket or generic Upgrade alike.  Nothing lost."""
@@ -677,7 +678,7 @@ def test_a_request_still_in_the_mailbox_at_exit_is_told(track: Tracker) -> None:
 # --------------------------------------------------------------------------- after the fault: retry
 
 
-def test_idle_loss_with_retry_reconnects(track: Tracker, origin: Origin) -> None:
+def test_idle_loss_with_retry_reconnects(track: Tracker, origin: ScriptedOrigin) -> None:
     """retry 1: gun_down, then a new connection and gun_up (Gun 4.1)."""
     conn, _, server = _up(track, origin, False, retry=1)
     server.close()
@@ -689,7 +690,7 @@ def test_idle_loss_with_retry_reconnects(track: Tracker, origin: Origin) -> None
     gunpy.close(conn)
 
 
-def test_ws_loss_with_retry_reconnects_as_http(track: Tracker, origin: Origin) -> None:
+def test_ws_loss_with_retry_reconnects_as_http(track: Tracker, origin: ScriptedOrigin) -> None:
     """A lost Websocket reconnects as plain HTTP (Gun 4.1); ws_send then gets the
     connection-wide badstate error."""
     scene = scene_ws(track, origin, False, retry=1)
@@ -706,7 +707,7 @@ def test_ws_loss_with_retry_reconnects_as_http(track: Tracker, origin: Origin) -
     gunpy.close(scene.conn)
 
 
-def test_requests_during_reconnect_are_queued_and_sent(track: Tracker, origin: Origin) -> None:
+def test_requests_during_reconnect_are_queued_and_sent(track: Tracker, origin: ScriptedOrigin) -> None:
     """A request made right after a loss is sent once the connection is back."""
     conn, _, server = _up(track, origin, False, retry=1)
     ref0 = gunpy.get(conn, "/0")
@@ -723,7 +724,7 @@ def test_requests_during_reconnect_are_queued_and_sent(track: Tracker, origin: O
     gunpy.close(conn)
 
 
-def test_fault_on_one_connection_leaves_others_alone(track: Tracker, origin: Origin) -> None:
+def test_fault_on_one_connection_leaves_others_alone(track: Tracker, origin: ScriptedOrigin) -> None:
     """A reset on one connection: another connection to the same origin carries on."""
     c1, _, s1 = _up(track, origin, False)
     c2, _, s2 = _up(track, origin, False)
@@ -737,36 +738,35 @@ def test_fault_on_one_connection_leaves_others_alone(track: Tracker, origin: Ori
     gunpy.close(c2)
 
 
-def test_tls_loss_after_up(track: Tracker, trustme_ca: Any) -> None:
+def test_tls_loss_after_up(track: Tracker, trustme_ca: Any, scripted_origin: OriginFactory) -> None:
     """A TLS connection reset after gun_up: gun_down "closed".  Python's ssl module
     reports a TCP reset under TLS as an unexpected EOF (the errno is lost), so it
     reads as the server closing, which is also what Gun reports (``ssl_closed``)."""
-    with Origin(tls=trustme_ca.server_context()) as origin:
-        conn = track.open(origin.port, transport="tls", tls_opts={"cacertfile": str(trustme_ca.ca_file)})
-        assert gunpy.await_up(conn) == ("ok", "http")
-        server = origin.accept()
-        server.reset()
-        mref = gunpy.monitor(conn)
-        msgs, reason = until_down(conn, mref)
-        assert msgs == [("gun_down", conn, "http", "closed", [])]
-        assert reason == ("shutdown", "closed")
+    origin = scripted_origin(tls=trustme_ca.server_context())
+    conn = track.open(origin.port, transport="tls", tls_opts={"cacertfile": str(trustme_ca.ca_file)})
+    assert gunpy.await_up(conn) == ("ok", "http")
+    server = origin.accept()
+    server.reset()
+    mref = gunpy.monitor(conn)
+    msgs, reason = until_down(conn, mref)
+    assert msgs == [("gun_down", conn, "http", "closed", [])]
+    assert reason == ("shutdown", "closed")
 
 
-def test_ws_stops_reading_sends_nothing_more(track: Tracker, origin: Origin) -> None:
+def test_ws_stops_reading_sends_nothing_more(track: Tracker, origin: ScriptedOrigin) -> None:
     """After the server stopped reading and the send timed out, the server sees the
     connection closed (no half-written frame followed by more data)."""
     scene = scene_ws(track, origin, False, **STOP_READING_OPTS)
+    assert scene.server is not None
+    scene.server.pause_reading()
+    before = len(scene.server.received)
     gunpy.ws_send(scene.conn, scene.refs[0], ("binary", BIG))
     msgs, reason = until_down(scene.conn, scene.mref)
     assert reason == ("shutdown", TIMEOUT_ERR)
-    assert scene.server is not None
-    scene.server.sock.settimeout(5)
-    total = 0
-    try:
-        while data := scene.server.sock.recv(1 << 20):
-            total += len(data)
-    except ConnectionResetError:
-        pass
+    # Read what is left until the client's close (or reset); ``received`` has it all.
+    scene.server.resume_reading()
+    scene.server.wait_closed(5000)
+    total = len(scene.server.received) - before
     assert total < len(BIG)
 
 

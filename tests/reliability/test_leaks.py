@@ -24,7 +24,8 @@ from typing import Any
 
 import gunpy
 from gunpy import ANY, TIMEOUT
-from tests.reliability._support import Origin, Resources, leaks, rss, settle
+from gunpy.testing import ScriptedOrigin
+from tests.reliability._support import Resources, leaks, rss, settle
 
 CYCLES = int(os.environ.get("GUNPY_LEAK_CYCLES", "2000"))
 WS_SESSIONS = int(os.environ.get("GUNPY_LEAK_WS_SESSIONS", "300"))
@@ -155,7 +156,7 @@ def test_ws_sessions_leave_nothing(ws_echo_server: Any) -> None:
     assert grew < 16 * MiB, f"RSS grew {grew / MiB:.1f} MiB over {WS_SESSIONS} sessions"
 
 
-def test_a_closed_connection_is_freed(origin: Origin) -> None:
+def test_a_closed_connection_is_freed(origin: ScriptedOrigin) -> None:
     """Once a connection has exited and the user holds no reference to it, nothing
     else does: its Pid and mailbox are freed.  (Erlang drops the monitors a process
     holds when it dies.)"""
