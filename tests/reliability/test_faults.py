@@ -223,6 +223,90 @@ def scene_ws_closing(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts
     return s
 
 
+# -- HTTP/2 (h2c prior knowledge) and CONNECT tunnel scenes (issue 6) -------------------
+
+
+def _h2_up(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> tuple[gunpy.Pid, Any, Any]:
+    from tests.integration.test_http2 import H2Server
+
+    conn, owner = _open(track, owned, origin.port, protocols=["http2"], **opts)
+    assert gunpy.await_up(conn) == ("ok", "http2")
+    srv = H2Server(origin.accept())
+    srv.start()
+    return conn, owner, srv
+
+
+def scene_h2_idle(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
+    """HTTP/2 (prior knowledge), handshake done, no stream."""
+    conn, owner, srv = _h2_up(track, origin, owned, **opts)
+    s = Scene(conn, gunpy.monitor(conn), srv.oc, owner=owner)
+    s.after = lambda: _assert_closed_by_client(srv.oc)
+    return s
+
+
+def scene_h2_mid_body(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
+    """HTTP/2: one POST whose request body is streaming, and whose response
+    (content-length 100) has delivered 10 bytes."""
+    from h2.events import DataReceived
+
+    conn, owner, srv = _h2_up(track, origin, owned, **opts)
+    ref = gunpy.headers(conn, "POST", "/upload", [("content-type", "application/octet-stream")])
+    gunpy.data(conn, ref, "nofin", b"first")
+    sid = srv.request().stream_id
+    assert srv.expect(DataReceived).data == b"first"
+    srv.respond(sid, 200, [(b"content-length", b"100")], b"0123456789", end=False)
+    assert gunpy.receive(("gun_response", conn, ref, "nofin", 200, ANY), after=3000) is not TIMEOUT
+    assert gunpy.receive(("gun_data", conn, ref, "nofin", b"0123456789"), after=3000) is not TIMEOUT
+    s = Scene(conn, gunpy.monitor(conn), srv.oc, refs=[ref], owner=owner)
+
+    def finish() -> None:
+        # The stream is done when both sides have ended it: end the request body too.
+        srv.h2.send_data(sid, b"a" * 90, end_stream=True)
+        srv.flush()
+        gunpy.data(conn, ref, "fin", b"")
+
+    s.finish = finish
+    return s
+
+
+def scene_h2_streams(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
+    """HTTP/2: three GETs at once; the first answered, the second and third open."""
+    conn, owner, srv = _h2_up(track, origin, owned, **opts)
+    r1, r2, r3 = (gunpy.get(conn, f"/{i}") for i in (1, 2, 3))
+    sids = [srv.request().stream_id for _ in range(3)]
+    srv.respond(sids[0], 200, [(b"content-length", b"2")], b"ok")
+    assert gunpy.receive(("gun_response", conn, r1, "nofin", 200, ANY), after=3000) is not TIMEOUT
+    assert gunpy.receive(("gun_data", conn, r1, "fin", b"ok"), after=3000) is not TIMEOUT
+    s = Scene(conn, gunpy.monitor(conn), srv.oc, refs=[r2, r3], owner=owner)
+
+    def finish() -> None:
+        srv.respond(sids[1], 200, [(b"content-length", b"2")], b"r2")
+        srv.respond(sids[2], 200, [(b"content-length", b"2")], b"r3")
+
+    s.finish = finish
+    return s
+
+
+def scene_tunnel(track: Tracker, origin: ScriptedOrigin, owned: bool, **opts: Any) -> Scene:
+    """An HTTP/1.1 proxy (the scripted origin) answers CONNECT with 200 and then
+    plays the origin: a GET through the tunnel has had its response (content-length
+    100) deliver 10 bytes.  R = [the CONNECT's ref, the tunnelled request's ref]."""
+    conn, owner, server = _up(track, origin, owned, **opts)
+    cref = gunpy.connect(conn, {"host": "origin.example", "port": 80})
+    assert server.recv_request().startswith(b"CONNECT origin.example:80 ")
+    server.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    assert gunpy.receive(("gun_response", conn, cref, "fin", 200, ANY), after=3000) is not TIMEOUT
+    assert gunpy.receive(("gun_tunnel_up", conn, cref, "http"), after=3000) is not TIMEOUT
+    ref = gunpy.get(conn, "/in", None, {"tunnel": cref})
+    assert server.recv_request().startswith(b"GET /in ")
+    server.send(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+    assert gunpy.receive(("gun_response", conn, ref, "nofin", 200, ANY), after=3000) is not TIMEOUT
+    assert gunpy.receive(("gun_data", conn, ref, "nofin", b"0123456789"), after=3000) is not TIMEOUT
+    s = Scene(conn, gunpy.monitor(conn), server, refs=[cref, ref], owner=owner)
+    s.finish = lambda: server.send(b"a" * 90)
+    return s
+
+
 SCENES: dict[str, Callable[..., Scene]] = {
     "not_connected": scene_not_connected,
     "connecting": scene_connecting,
@@ -233,6 +317,10 @@ SCENES: dict[str, Callable[..., Scene]] = {
     "ws": scene_ws,
     "closing": scene_closing,
     "ws_closing": scene_ws_closing,
+    "h2_idle": scene_h2_idle,
+    "h2_mid_body": scene_h2_mid_body,
+    "h2_streams": scene_h2_streams,
+    "tunnel": scene_tunnel,
 }
 
 
@@ -506,7 +594,85 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("ws_closing", "server_resets"): lambda c, r: ([], "shutdown"),
     ("ws_closing", "shutdown"): lambda c, r: ([("gun_ws", c, r[0], ("close", 1001, ""))], "shutdown"),
     ("ws_closing", "close"): lambda c, r: ([], "shutdown"),
+    # -- HTTP/2 (h2c prior knowledge): killed streams = every open stream (Gun 4.2) -------
+    ("h2_idle", "server_closes"): lambda c, r: (
+        [("gun_down", c, "http2", "closed", [])],
+        ("shutdown", "closed"),
+    ),
+    ("h2_idle", "server_resets"): lambda c, r: (
+        [("gun_down", c, "http2", RESET, [])],
+        ("shutdown", RESET),
+    ),
+    ("h2_idle", "owner_dies"): lambda c, r: ([], BOOM),
+    ("h2_idle", "shutdown"): lambda c, r: ([], "shutdown"),
+    ("h2_idle", "close"): lambda c, r: ([], "shutdown"),
+    ("h2_mid_body", "server_closes"): lambda c, r: (
+        [("gun_error", c, r[0], "closed"), ("gun_down", c, "http2", "closed", r)],
+        ("shutdown", "closed"),
+    ),
+    ("h2_mid_body", "server_resets"): lambda c, r: (
+        [("gun_error", c, r[0], ("closed", RESET)), ("gun_down", c, "http2", RESET, r)],
+        ("shutdown", RESET),
+    ),
+    # Graceful (GOAWAY): the stream is finished (both sides), then the process exits.
+    ("h2_mid_body", "owner_dies"): lambda c, r: ([("gun_data", c, r[0], "fin", b"a" * 90)], BOOM),
+    ("h2_mid_body", "shutdown"): lambda c, r: ([("gun_data", c, r[0], "fin", b"a" * 90)], "shutdown"),
+    ("h2_mid_body", "close"): lambda c, r: ([("gun_error", c, r[0], ("closed", "shutdown"))], "shutdown"),
+    ("h2_streams", "server_closes"): lambda c, r: (
+        [
+            ("gun_error", c, r[0], "closed"),
+            ("gun_error", c, r[1], "closed"),
+            ("gun_down", c, "http2", "closed", r),
+        ],
+        ("shutdown", "closed"),
+    ),
+    ("h2_streams", "server_resets"): lambda c, r: (
+        [
+            ("gun_error", c, r[0], ("closed", RESET)),
+            ("gun_error", c, r[1], ("closed", RESET)),
+            ("gun_down", c, "http2", RESET, r),
+        ],
+        ("shutdown", RESET),
+    ),
+    # Graceful: unlike HTTP/1.1 pipelining, every open HTTP/2 stream is finished.
+    ("h2_streams", "owner_dies"): lambda c, r: (_h2_both_answered(c, r), BOOM),
+    ("h2_streams", "shutdown"): lambda c, r: (_h2_both_answered(c, r), "shutdown"),
+    ("h2_streams", "close"): lambda c, r: (
+        [
+            ("gun_error", c, r[0], ("closed", "shutdown")),
+            ("gun_error", c, r[1], ("closed", "shutdown")),
+        ],
+        "shutdown",
+    ),
+    # -- CONNECT tunnel over an HTTP/1.1 proxy, a request in flight ------------------------
+    # r = [CONNECT ref, tunnelled request ref]; once the tunnel is up the connection
+    # speaks the origin's protocol, so only the tunnelled request is killed.
+    ("tunnel", "server_closes"): lambda c, r: (
+        [
+            ("gun_error", c, EOF_ERROR[1]),
+            ("gun_error", c, r[1], ("closed", EOF_ERROR)),
+            ("gun_down", c, "http", EOF_ERROR, [r[1]]),
+        ],
+        ("shutdown", EOF_ERROR),
+    ),
+    ("tunnel", "server_resets"): lambda c, r: (
+        [
+            ("gun_error", c, r[1], ("closed", RESET)),
+            ("gun_down", c, "http", RESET, [r[1]]),
+        ],
+        ("shutdown", RESET),
+    ),
+    ("tunnel", "owner_dies"): lambda c, r: ([("gun_data", c, r[1], "fin", b"a" * 90)], BOOM),
+    ("tunnel", "shutdown"): lambda c, r: ([("gun_data", c, r[1], "fin", b"a" * 90)], "shutdown"),
+    ("tunnel", "close"): lambda c, r: ([("gun_error", c, r[1], ("closed", "shutdown"))], "shutdown"),
 }
+
+
+def _h2_both_answered(c: Any, r: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for ref, body in zip(r, (b"r2", b"r3"), strict=True):
+        out += [("gun_response", c, ref, "nofin", 200, [("content-length", "2")]), ("gun_data", c, ref, "fin", body)]
+    return out
 
 # Known bugs: (state, fault) -> reason for a strict xfail (none open today).
 BUGS: dict[tuple[str, str], str] = {}
@@ -558,6 +724,14 @@ def test_every_combination_is_decided() -> None:
         ("ws_closing", "server_stops_reading"),  # no frame may follow our close
         ("ws_closing", "owner_dies"),
         ("ws_closing", "owner_exits"),
+        # HTTP/2 and tunnels (issue 6): the faults already covered for HTTP/1.1 where
+        # the new protocol adds nothing (half-close = close, owner_exits = owner_dies,
+        # send timeouts are the transport's).
+        *[
+            (st_, f)
+            for st_ in ("h2_idle", "h2_mid_body", "h2_streams", "tunnel")
+            for f in ("server_half_closes", "server_stops_reading", "owner_exits")
+        ],
     }
     for state in SCENES:
         for fault in FAULTS:
@@ -803,7 +977,11 @@ def render_table() -> str:
                 out.append("")
             out.append(f"== {st_}")
             state = st_
-        refs = [_Name("R2"), _Name("R3")] if st_ == "pipelined" else [_Name("R")]
+        refs = {
+            "pipelined": [_Name("R2"), _Name("R3")],
+            "h2_streams": [_Name("R2"), _Name("R3")],
+            "tunnel": [_Name("T"), _Name("(T, R)")],
+        }.get(st_, [_Name("R")])
         msgs, reason = expect(_Name("C"), refs)
         bug = "   [known bug; shown as it should be: see below]" if (st_, fault) in BUGS else ""
         out.append(f"{fault}{bug}")
