@@ -1283,8 +1283,23 @@ class Http2Handler(BaseHandler):
 
     def _ws_run(self, st: _Stream, wcmds: Commands, cmds: Commands) -> None:
         """Carry out a stream's WsHandler commands on the HTTP/2 stream."""
+        self._nested_run(st, wcmds, cmds, "ws", lambda reason: self._ws_closed(st, reason, cmds))
+
+    def _nested_run(
+        self,
+        st: _Stream,
+        ncmds: Commands,
+        cmds: Commands,
+        prefix: str,
+        on_close: Callable[[Any], None],
+    ) -> None:
+        """Carry out the commands of a handler nested in stream ``st`` (a Websocket
+        or a tunnel): bytes become DATA on the stream, timers are renamed per
+        stream, ``Close`` ends that stream only.  Closing / SwitchProtocol are about
+        the whole connection: a nested handler's closing is bounded by its own
+        timer instead."""
         sid = st.id
-        for c in wcmds:
+        for c in ncmds:
             t = type(c)
             if t is Deliver:
                 cmds.append(c)
@@ -1299,15 +1314,13 @@ class Http2Handler(BaseHandler):
                     self._ensure_stream_window(st)
             elif t is StartTimer:
                 assert isinstance(c, StartTimer)
-                cmds.append(StartTimer(f"ws{sid}:{c.name}", c.ms))
+                cmds.append(StartTimer(f"{prefix}{sid}:{c.name}", c.ms))
             elif t is CancelTimer:
                 assert isinstance(c, CancelTimer)
-                cmds.append(CancelTimer(f"ws{sid}:{c.name}"))
+                cmds.append(CancelTimer(f"{prefix}{sid}:{c.name}"))
             elif t is Close:
                 assert isinstance(c, Close)
-                self._ws_closed(st, c.reason, cmds)
-            # Closing / SwitchProtocol are about the whole connection: a Websocket
-            # stream's closing is bounded by its own "closing" timer instead.
+                on_close(c.reason)
 
     def _ws_closed(self, st: _Stream, reason: Any, cmds: Commands) -> None:
         """The Websocket on ``st`` is over: end that stream only (never the connection)."""
@@ -1473,29 +1486,8 @@ class Http2Handler(BaseHandler):
         }
 
     def _tun_run(self, st: _Stream, tcmds: Commands, cmds: Commands) -> None:
-        """Carry out a stream tunnel's commands on the HTTP/2 stream (as _ws_run)."""
-        sid = st.id
-        for c in tcmds:
-            t = type(c)
-            if t is Deliver:
-                cmds.append(c)
-            elif t is Send:
-                assert isinstance(c, Send)
-                if self._streams.get(sid) is st and not st.local_done:
-                    self._queue(st, c.data, False)
-            elif t is SetActive:
-                assert isinstance(c, SetActive)
-                if c.active and self._streams.get(sid) is st:
-                    self._ensure_conn_window()
-                    self._ensure_stream_window(st)
-            elif t is StartTimer:
-                assert isinstance(c, StartTimer)
-                cmds.append(StartTimer(f"tun{sid}:{c.name}", c.ms))
-            elif t is CancelTimer:
-                assert isinstance(c, CancelTimer)
-                cmds.append(CancelTimer(f"tun{sid}:{c.name}"))
-            elif t is Close:
-                self._tun_closed(st, cmds)
+        """Carry out a stream tunnel's commands on the HTTP/2 stream."""
+        self._nested_run(st, tcmds, cmds, "tun", lambda reason: self._tun_closed(st, cmds))
 
     def _tun_closed(self, st: _Stream, cmds: Commands) -> None:
         """The tunnel on ``st`` is over: end that stream (END_STREAM, as RFC 9113
