@@ -3,6 +3,7 @@
     gunpy get URL [-H name:value]... [--body]
     gunpy post URL -d DATA [-H name:value]...
     gunpy ws URL [--compress] [--protocol P]...
+    (any command) --trace: the connection's event timeline on stderr
 
 Every Gun message is printed as it arrives, as the tuple a program would receive
 (``--body`` prints only the response body).  ``gunpy ws`` is an interactive
@@ -76,6 +77,14 @@ def _conn_opts(args: argparse.Namespace, scheme: str) -> dict[str, Any]:
         opts["tls_opts"] = tls
     else:
         opts["transport"] = "tcp"
+    if getattr(args, "trace", False):
+        from .events import Timeline, TimingEventHandler
+
+        def show(line: str) -> None:
+            print(f"trace {line}", file=sys.stderr, flush=True)
+
+        # Gun's event handler: one stderr line per event, as it happens.
+        opts["event_handler"] = (TimingEventHandler(), Timeline(on_event=show))
     if scheme in ("ws", "wss") or getattr(args, "http1", False):
         opts["protocols"] = ["http"]  # Websocket over HTTP/1.1 (RFC 6455)
     elif args.http2:
@@ -258,6 +267,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--insecure", action="store_true", help="do not verify certificates")
         sp.add_argument("--cacert", help="PEM file of the CAs to trust")
         sp.add_argument("--http2", action="store_true", help="HTTP/2 (prior knowledge on http://)")
+        sp.add_argument("--trace", action="store_true", help="print the event timeline on stderr")
 
     for m in _METHODS:
         sp = sub.add_parser(m, help=f"{m.upper()} request")

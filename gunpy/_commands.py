@@ -131,6 +131,19 @@ class Tunnel:
     buffer: bytes = b""
 
 
+@dataclass(slots=True)
+class Event:
+    """Call the event handler's ``name`` callback with ``event`` (Gun's
+    ``EvHandler:Name(Event, State)``), in order with the other commands.
+
+    Handlers emit it only when ``ctx.events`` is true: no map is built for a
+    connection without an ``event_handler``.
+    """
+
+    name: str
+    event: dict[str, Any]
+
+
 Command = (
     Send
     | Deliver
@@ -141,5 +154,6 @@ Command = (
     | StartTimer
     | CancelTimer
     | Tunnel
+    | Event
 )
 Commands = list[Command]

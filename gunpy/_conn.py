@@ -74,6 +74,7 @@ from ._commands import (
     Closing,
     Command,
     Deliver,
+    Event,
     Send,
     SetActive,
     StartTimer,
@@ -86,6 +87,7 @@ from ._tls import errno_reason as errno_reason
 from ._tls import negotiated
 from ._tls import tls_read as _tls_read
 from ._tls import tls_reason as tls_reason
+from .events import Dispatcher
 from .protocols import handler_class
 from .protocols.base import HandlerContext
 
@@ -363,6 +365,7 @@ class Connection(pykka.ThreadingActor):
         self.shutdown_reason: Any = None  # set once the connection must not come back
         self.closing_reason: str | None = None  # why we close: "shutdown" / "owner_down"
         self.exit_reason: Any = "normal"
+        self.term_state: str | None = None
         self.up_at = 0.0
         self.progressed = False
         self.owner_mref: Any = None
@@ -380,6 +383,11 @@ class Connection(pykka.ThreadingActor):
             transport=self.transport,
             opts=opts,
         )
+        # event_handler (Gun 4.14, gunpy.events): None costs nothing anywhere.
+        eh = opts.get("event_handler")
+        self.ev: Dispatcher | None = Dispatcher(eh[0], eh[1]) if eh is not None else None
+        self.ctx.events = self.ev is not None
+        self.lookup_info: dict[str, Any] | None = None
 
     def _create_actor_inbox(self) -> Any:  # type: ignore[override]
         return self._inbox
@@ -407,6 +415,19 @@ class Connection(pykka.ThreadingActor):
     def on_start(self) -> None:
         self._inbox._flush = self._flush_hook
         self.owner_mref = monitor(self.owner)
+        if self.ev is not None:
+            ctx = self.ctx
+            self.ev.emit(
+                "init",
+                {
+                    "owner": self.owner,
+                    "transport": "tcp" if ctx.transport == "unix" else ctx.transport,
+                    "origin_scheme": ctx.origin_scheme,
+                    "origin_host": ctx.origin_host,
+                    "origin_port": ctx.origin_port,
+                    "opts": self.opts,
+                },
+            )
         self._attempt()
 
     def on_receive(self, message: Any) -> Any:
@@ -441,8 +462,11 @@ class Connection(pykka.ThreadingActor):
         """Start one connection attempt: lookup, connect, TLS, then up."""
         self.attempt += 1
         self.state = "domain_lookup"
+        if self.ev is not None:
+            self.ev.emit("domain_lookup_start", self._lookup_event())
         if self.unix_path is not None:
             self.addrs = [(socket.AF_UNIX, self.unix_path)]
+            self._lookup_done()
             self._connect_start()
             return
         try:
@@ -452,6 +476,7 @@ class Connection(pykka.ThreadingActor):
         if ip is not None:
             family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
             self.addrs = [(family, (str(ip), self.port))]
+            self._lookup_done()
             self._connect_start()
             return
         timeout = self.opts["domain_lookup_timeout"]
@@ -472,9 +497,13 @@ class Connection(pykka.ThreadingActor):
         try:
             infos = fut.result()
         except socket.gaierror as e:
-            reason = "nxdomain" if e.errno in (socket.EAI_NONAME, socket.EAI_NODATA) else (
-                "gaierror",
-                str(e),
+            reason = (
+                "nxdomain"
+                if e.errno in (socket.EAI_NONAME, socket.EAI_NODATA)
+                else (
+                    "gaierror",
+                    str(e),
+                )
             )
             self._attempt_failed(reason)
             return
@@ -485,10 +514,63 @@ class Connection(pykka.ThreadingActor):
         if not self.addrs:
             self._attempt_failed("nxdomain")
             return
+        self._lookup_done()
         self._connect_start()
+
+    # Events (Gun 4.14): the maps of gun_event's domain_lookup/connect/tls types.
+    def _lookup_event(self) -> dict[str, Any]:
+        timeout = self.opts["domain_lookup_timeout"]
+        return {
+            "host": self.unix_path if self.unix_path is not None else self.host,
+            "port": self.port,
+            "tcp_opts": self.opts["tcp_opts"],
+            "timeout": timeout,
+        }
+
+    def _lookup_done(self) -> None:
+        if self.ev is None:
+            return
+        self.lookup_info = {
+            "ip_addresses": [a[1] if a[0] == socket.AF_UNIX else a[1][0] for a in self.addrs],
+            "port": self.port,
+            "tcp_opts": self.opts["tcp_opts"],
+        }
+        ev = self._lookup_event()
+        ev["lookup_info"] = self.lookup_info
+        self.ev.emit("domain_lookup_end", ev)
+
+    def _connect_event(self) -> dict[str, Any]:
+        return {"lookup_info": self.lookup_info, "timeout": self.opts["connect_timeout"]}
+
+    def _tls_event(self) -> dict[str, Any]:
+        return {
+            "socket": self.sock,
+            "tls_opts": self.opts["tls_opts"],
+            "timeout": self.opts["tls_handshake_timeout"],
+        }
+
+    def _attempt_failed_event(self, reason: Any) -> None:
+        """The ``*_end`` event of the step that failed, with its ``error``."""
+        assert self.ev is not None
+        state = self.state
+        if state == "domain_lookup":
+            ev = self._lookup_event()
+            name = "domain_lookup_end"
+        elif state == "connecting":
+            ev = self._connect_event()
+            name = "connect_end"
+        elif state == "tls_handshake":
+            ev = self._tls_event()
+            name = "tls_handshake_end"
+        else:
+            return
+        ev["error"] = reason
+        self.ev.emit(name, ev)
 
     def _connect_start(self) -> None:
         self.state = "connecting"
+        if self.ev is not None:
+            self.ev.emit("connect_start", self._connect_event())
         timeout = self.opts["connect_timeout"]
         if timeout != "infinity":
             # One deadline for every address in turn, as Gun's connect_timeout.
@@ -531,6 +613,13 @@ class Connection(pykka.ThreadingActor):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, tcp["sndbuf"])
         if "recbuf" in tcp:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, tcp["recbuf"])
+        if self.ev is not None:
+            ev = self._connect_event()
+            ev["socket"] = sock
+            if self.transport != "tls":
+                # Gun: the protocol is known here only without TLS (no ALPN).
+                ev["protocol"] = _options.protocol_names(self.opts)[0]
+            self.ev.emit("connect_end", ev)
         if self.transport == "tls":
             self._tls_start()
         else:
@@ -539,6 +628,9 @@ class Connection(pykka.ThreadingActor):
     def _tls_start(self) -> None:
         from ._tls import client_context, server_hostname
 
+        self.state = "tls_handshake"
+        if self.ev is not None:
+            self.ev.emit("tls_handshake_start", self._tls_event())
         try:
             ctx = client_context(self.opts["tls_opts"], _options.protocol_names(self.opts))
         except (ssl.SSLError, OSError, ValueError) as e:
@@ -554,7 +646,6 @@ class Connection(pykka.ThreadingActor):
         except (ssl.SSLError, OSError, ValueError) as e:
             self._attempt_failed(tls_reason(e))
             return
-        self.state = "tls_handshake"
         timeout = self.opts["tls_handshake_timeout"]
         if timeout != "infinity":
             self._inbox.start_timer("tls", timeout)
@@ -589,18 +680,27 @@ class Connection(pykka.ThreadingActor):
         self._inbox.cancel_timer("tls")
         alpn = sock.selected_alpn_protocol()
         if self.tunnel is not None:
-            self._tunnel_up(_negotiated(alpn, self.tunnel.destination), b"")
+            proto = _negotiated(alpn, self.tunnel.destination)
+            if self.ev is not None:
+                self._tunnel_tls_end({"protocol": proto})
+            self._tunnel_up(proto, b"")
             return
+        if self.ev is not None:
+            ev = self._tls_event()
+            ev["protocol"] = self._up_protocol(alpn)
+            self.ev.emit("tls_handshake_end", ev)
         self._up(alpn)
 
-    def _up(self, alpn: str | None) -> None:
+    def _up_protocol(self, alpn: str | None) -> str:
         names = _options.protocol_names(self.opts)
         if self.transport == "tls" and ("http" in names or "http2" in names):
             # Gun 3.1: over TLS, ALPN decides; no (or another) answer means HTTP/1.1.
-            proto = "http2" if alpn == "h2" and "http2" in names else "http"
-        else:
-            # Over TCP there is no negotiation: exactly one protocol (prior knowledge).
-            proto = names[0]
+            return "http2" if alpn == "h2" and "http2" in names else "http"
+        # Over TCP there is no negotiation: exactly one protocol (prior knowledge).
+        return names[0]
+
+    def _up(self, alpn: str | None) -> None:
+        proto = self._up_protocol(alpn)
         cls = handler_class(proto)
         self.handler = cls(self.ctx, _options.protocol_opts(self.opts, proto))
         self.protocol = proto
@@ -623,6 +723,8 @@ class Connection(pykka.ThreadingActor):
                 self._op(op)
 
     def _attempt_failed(self, reason: Any) -> None:
+        if self.ev is not None:
+            self._attempt_failed_event(reason)
         self._inbox.cancel_timer("connect")
         self._inbox.cancel_timer("lookup")
         self._inbox.cancel_timer("tls")
@@ -638,7 +740,9 @@ class Connection(pykka.ThreadingActor):
         if self.retries <= 0:
             self._exit("normal" if reason == "normal" else ("shutdown", reason))
             return
-        retry_fun: Callable[[int, dict[str, Any]], dict[str, Any]] | None = self.opts.get("retry_fun")
+        retry_fun: Callable[[int, dict[str, Any]], dict[str, Any]] | None = self.opts.get(
+            "retry_fun"
+        )
         if retry_fun is not None:
             try:
                 r = retry_fun(self.retries, self.opts)
@@ -812,6 +916,13 @@ class Connection(pykka.ThreadingActor):
                     batch_to.send_many(batch) if len(batch) > 1 else batch_to.send(batch[0])
                     batch = []
                     batch_to = None
+                if t is Event:
+                    # In order with the deliveries (a ForwardEventHandler's messages
+                    # and the stream's share a mailbox); the output stays corked.
+                    if self.ev is not None:
+                        assert isinstance(c, Event)
+                        self.ev.emit(c.name, c.event)
+                    continue
                 if out and not self._flush_out():
                     return
                 if not self._control(c):
@@ -880,6 +991,10 @@ class Connection(pykka.ThreadingActor):
         self.no_input = cls.no_input
         if c.protocol == "ws":
             self.reupgrade_op = self.reupgrade_pending.pop(args.get("ref"), None)
+        if self.ev is not None:
+            self.ev.emit(
+                "protocol_changed", {"stream_ref": args.get("ref"), "protocol": c.protocol}
+            )
         self.progressed = True
         self._arm_keepalive()
         self._run(self.handler.init())
@@ -1058,6 +1173,8 @@ class Connection(pykka.ThreadingActor):
         h = self.handler
         if h is None:
             return
+        # terminate's state when this disconnect ends the process (Gun's state name).
+        self.term_state = self._state_name()
         self.handler = None
         self._close_socket()
         for t in ("closing", "keepalive"):
@@ -1071,6 +1188,8 @@ class Connection(pykka.ThreadingActor):
             log.exception("protocol close failed")
             cmds, killed = [], []
         self._run_deliveries(cmds)
+        if self.ev is not None:
+            self.ev.emit("disconnect", {"reason": reason})
         protocol = h.name
         self.reupgrade_pending.clear()
         reupgrade, self.reupgrade_op = self.reupgrade_op, None
@@ -1090,6 +1209,7 @@ class Connection(pykka.ThreadingActor):
             # shutdown / owner down: no gun_down, the process just exits (Gun 4.2).
             self._exit(self.shutdown_reason)
             return
+        self.term_state = None
         self.owner.send(("gun_down", self.pid, protocol, reason, killed))
         if self.progressed or time.monotonic() - self.up_at >= self.opts["retry_timeout"] / 1000:
             self.retries = self.opts["retry"]
@@ -1099,9 +1219,13 @@ class Connection(pykka.ThreadingActor):
 
     def _run_deliveries(self, cmds: list[Command]) -> None:
         for c in cmds:
-            if type(c) is Deliver:
+            t = type(c)
+            if t is Deliver:
                 assert isinstance(c, Deliver)
                 c.to.send(c.msg)
+            elif t is Event and self.ev is not None:
+                assert isinstance(c, Event)
+                self.ev.emit(c.name, c.event)
 
     # -- graceful close, owner, exit ----------------------------------------------------
     def _shutdown(self, reason: Any, why: str = "shutdown") -> None:
@@ -1168,6 +1292,9 @@ class Connection(pykka.ThreadingActor):
                 log.exception("protocol close failed")
         self._close_socket()
         self.exit_reason = reason
+        if self.ev is not None:
+            state = self._state_name() if self.term_state is None else self.term_state
+            self.ev.emit("terminate", {"state": state, "reason": reason})
         self.state = "closed"
         self._stop()
 
@@ -1221,6 +1348,16 @@ class Connection(pykka.ThreadingActor):
         ctx.transport = transport
         if c.kind == "connect":
             self.base_ref = ctx.base_ref = c.ref
+        if self.ev is not None:
+            self.ev.emit(
+                "origin_changed",
+                {
+                    "type": c.kind,
+                    "origin_scheme": ctx.origin_scheme,
+                    "origin_host": ctx.origin_host,
+                    "origin_port": ctx.origin_port,
+                },
+            )
         # The proxy protocol's timers mean nothing to the next protocol.
         self._inbox.cancel_timer("keepalive")
         for name in [n for n in self._inbox._timers if n.startswith("h:")]:
@@ -1247,6 +1384,8 @@ class Connection(pykka.ThreadingActor):
             return
         self.state = "tls_handshake"
         timeout = dest.get("tls_handshake_timeout", "infinity")
+        if self.ev is not None:
+            self.ev.emit("tls_handshake_start", self._tunnel_tls_event())
         if timeout != "infinity":
             self._inbox.start_timer("tls", timeout)
         sock = self.sock
@@ -1326,11 +1465,35 @@ class Connection(pykka.ThreadingActor):
             return
         assert self.tunnel is not None
         proto = _negotiated(layer.obj.selected_alpn_protocol(), self.tunnel.destination)
+        if self.ev is not None:
+            self._tunnel_tls_end({"protocol": proto})
         self._tunnel_up(proto, buffer or b"")
+
+    def _tunnel_tls_event(self) -> dict[str, Any]:
+        c = self.tunnel
+        assert c is not None
+        # Gun: the request's stream_ref/reply_to (SOCKS: its reply_to, the owner,
+        # and a stream_ref only when the SOCKS layer runs on a stream).
+        ev: dict[str, Any] = {}
+        if c.ref is not None:
+            ev["stream_ref"] = c.ref
+        ev["reply_to"] = c.reply_to
+        ev["socket"] = self.sock
+        ev["tls_opts"] = c.destination.get("tls_opts") or {}
+        ev["timeout"] = c.destination.get("tls_handshake_timeout", "infinity")
+        return ev
+
+    def _tunnel_tls_end(self, extra: dict[str, Any]) -> None:
+        assert self.ev is not None
+        ev = self._tunnel_tls_event()
+        ev.update(extra)
+        self.ev.emit("tls_handshake_end", ev)
 
     def _tunnel_failed(self, reason: Any) -> None:
         """The tunnel's TLS handshake failed: the connection goes down (Gun's
         ``{error, Reason}`` command), with the proxy's protocol in ``gun_down``."""
+        if self.ev is not None and self.tunnel is not None and self.state == "tls_handshake":
+            self._tunnel_tls_end({"error": reason})
         self._inbox.cancel_timer("tls")
         self.tunnel = None
         self._disconnect(("error", reason))
@@ -1358,6 +1521,11 @@ class Connection(pykka.ThreadingActor):
         self.no_input = cls.no_input
         self.state = "connected"
         self.progressed = True
+        if self.ev is not None:
+            ev: dict[str, Any] = {"protocol": proto}
+            if c.kind == "connect":
+                ev = {"stream_ref": c.ref, "protocol": proto}
+            self.ev.emit("protocol_changed", ev)
         c.reply_to.send(("gun_tunnel_up", self.pid, c.ref, proto))
         self._inbox.watch(self.sock.fileno(), _POLLIN)
         self._arm_keepalive()
@@ -1471,7 +1639,8 @@ class Connection(pykka.ThreadingActor):
             value = ("error", ("exception", repr(e)))
         caller.send(("$reply", tag, value))
 
-    def _info(self) -> dict[str, Any]:
+    def _state_name(self) -> str:
+        """Gun's state name (``info``'s ``state_name``, ``terminate``'s ``state``)."""
         state = self.state
         if state == "connected" and self.protocol == "ws":
             state = "connected_ws_only"
@@ -1479,6 +1648,12 @@ class Connection(pykka.ThreadingActor):
             state = "connected_data_only"
         elif state == "connected" and self.no_input:
             state = "connected_no_input"
+        elif state == "tls_handshake" and self.tunnel is None:
+            state = "initial_tls_handshake"
+        return state
+
+    def _info(self) -> dict[str, Any]:
+        state = self._state_name()
         info: dict[str, Any] = {
             "owner": self.owner,
             "socket": self.sock,
@@ -1490,8 +1665,8 @@ class Connection(pykka.ThreadingActor):
             "origin_port": self.ctx.origin_port,
             "intermediaries": [dict(i) for i in self.intermediaries],
             "cookie_store": self.opts.get("cookie_store"),
-            "event_handler": None,
-            "event_handler_state": None,
+            "event_handler": None if self.ev is None else self.ev.handler,
+            "event_handler_state": None if self.ev is None else self.ev.state,
         }
         if self.sock is not None and self.protocol is not None:
             info["protocol"] = self.protocol

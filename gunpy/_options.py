@@ -211,10 +211,12 @@ def check_options(opts: Any) -> tuple[str, Any] | None:
             ok = isinstance(v, bool)
         elif k == "cookie_store":
             ok = _is_cookie_store(v)
+        elif k == "event_handler":
+            from .events import check_event_handler
+
+            ok = check_event_handler(v)
         else:
-            # Unknown keys, and Gun keys this version does not implement yet
-            # (socks_opts, event_handler): refused by name
-            # rather than silently ignored.
+            # Unknown keys: refused by name rather than silently ignored.
             ok = False
         if not ok:
             return ("options", (k, v))

@@ -48,6 +48,8 @@ class HandlerContext:
     ref of the HTTP/1.1 CONNECT the connection runs through (None outside one):
     the refs of tunnelled streams start with it, and a handler that makes up a
     ref itself (an HTTP/2 push) puts it in front, as Gun's ``stream_ref/2``.
+    ``events`` is true when the connection has an ``event_handler``: only then
+    do handlers build ``Event`` commands (gunpy.events).
     """
 
     conn: Any
@@ -58,6 +60,7 @@ class HandlerContext:
     transport: str = "tcp"
     opts: dict[str, Any] = field(default_factory=dict)
     base_ref: Any = None
+    events: bool = False
 
 
 class ProtocolHandler(Protocol):

@@ -66,6 +66,7 @@ from .._commands import (
     Closing,
     Commands,
     Deliver,
+    Event,
     ReplyTo,
     Send,
     SetActive,
@@ -323,6 +324,8 @@ class HttpHandler(BaseHandler):
         self._dead = False  # Close/SwitchProtocol emitted: nothing more happens
         self._closed = False  # close() ran
         self._last_reply_to: ReplyTo | None = None  # of the last completed response
+        self._ev = ctx.events  # build Event commands (gunpy.events)
+        self._resp_started = False  # response_start emitted for the head being read
 
     # ----------------------------------------------------------------------------------
     # Requests
@@ -405,8 +408,43 @@ class HttpHandler(BaseHandler):
         # Gun transforms the host and user header names, then puts its own framing
         # header in front untransformed (gun_http:request/12).
         framing = first[:1] if first and first[0][0] != "host" else []
-        head = self._serialize(method, path, first[len(framing):] + user, framing)
-        return self._enqueue(st, head + body if body else head)
+        head = self._serialize(method, path, first[len(framing) :] + user, framing)
+        cmds = self._enqueue(st, head + body if body else head)
+        if self._ev:
+            sent = framing + first[len(framing) :] + user
+            self._ev_request(
+                cmds, st, "request" if body is not None else "headers", method, path, sent
+            )
+            if body is not None:
+                self._ev_stream(cmds, "request_end", st)
+        return cmds
+
+    # -- events (Gun 4.14, gunpy.events); only built when ctx.events is set -----------
+    def _ev_request(
+        self, cmds: Commands, st: _Stream, function: str, method: str, path: str, headers: Headers
+    ) -> None:
+        ev = {
+            "stream_ref": st.ref,
+            "reply_to": st.reply_to,
+            "function": function,
+            "method": method,
+            "authority": next((v for n, v in headers if n == "host"), self._host),
+            "path": path,
+            "headers": headers,
+        }
+        if function == "connect":
+            # Gun: a CONNECT's authority is its target; there is no path.
+            ev["authority"] = path
+            del ev["path"]
+        # Gun: request_start before the head is written, request_headers after.
+        cmds.insert(0, Event("request_start", ev))
+        cmds.append(Event("request_headers", dict(ev)))
+
+    def _ev_stream(self, cmds: Commands, name: str, st: _Stream, **extra: Any) -> None:
+        ev = {"stream_ref": st.ref, "reply_to": st.reply_to}
+        if extra:
+            ev.update(extra)
+        cmds.append(Event(name, ev))
 
     def ws_upgrade(
         self, ref: Any, reply_to: ReplyTo, path: str, headers: Headers, ws_opts: dict[str, Any]
@@ -437,7 +475,15 @@ class HttpHandler(BaseHandler):
             out = _cookies.add_cookie_header(
                 self._cookies, self.ctx.origin_scheme, *st.cookie_uri, out
             )
-        return self._enqueue(st, self._serialize("GET", path, out))
+        cmds = self._enqueue(st, self._serialize("GET", path, out))
+        if self._ev:
+            self._ev_request(cmds, st, "ws_upgrade", "GET", path, out)
+            cmds.insert(
+                0,
+                Event("ws_upgrade", {"stream_ref": ref, "reply_to": reply_to, "opts": ws_opts}),
+            )
+            self._ev_stream(cmds, "request_end", st)
+        return cmds
 
     def _cookie_target(self, headers: Headers, path: str) -> tuple[str, str]:
         """The request's (authority, path) for the cookie store: its host header."""
@@ -494,8 +540,14 @@ class HttpHandler(BaseHandler):
             and not any(h[0] == "proxy-authorization" for h in out)
         ):
             cred = _bytes(user) + b":" + _bytes(password)
-            out.insert(0, ("proxy-authorization", "Basic " + base64.b64encode(cred).decode("ascii")))
-        return self._enqueue(st, self._serialize("CONNECT", authority, out))
+            out.insert(
+                0, ("proxy-authorization", "Basic " + base64.b64encode(cred).decode("ascii"))
+            )
+        cmds = self._enqueue(st, self._serialize("CONNECT", authority, out))
+        if self._ev:
+            self._ev_request(cmds, st, "connect", "CONNECT", authority, out)
+            self._ev_stream(cmds, "request_end", st)
+        return cmds
 
     def _request_closes(self, tokens: list[str] | None) -> bool:
         # Gun's conn_from_headers (RFC 9112 9.3): HTTP/1.0 never keeps alive here (Gun
@@ -613,11 +665,15 @@ class HttpHandler(BaseHandler):
                 st.pending.append(out)
             if is_fin:
                 st.out_done = True
+                if self._ev:
+                    return [Event("request_end", {"stream_ref": st.ref, "reply_to": st.reply_to})]
             return []
         cmds = [Send(out)] if out else []
         if is_fin:
             st.out_done = True
             self._out_stream = None
+            if self._ev:
+                self._ev_stream(cmds, "request_end", st)
             self._flush_unsent(cmds)
         return cmds
 
@@ -670,6 +726,10 @@ class HttpHandler(BaseHandler):
                         raise _ProtocolError(
                             "The server sent data while no request was outstanding."
                         )
+                    if self._ev and not self._resp_started:
+                        # Gun: when the first byte of a response head arrives.
+                        self._resp_started = True
+                        self._ev_stream(cmds, "response_start", self._streams[0])
                     start = pos + max(0, self._scanned - 3)
                     # Fast path: a CRLF CRLF within the limit, and a head the strict
                     # regex accepts (so it holds no bare LF that could end it earlier).
@@ -851,6 +911,11 @@ class HttpHandler(BaseHandler):
             raise _ProtocolError(f"Invalid status code {status}.")
         st = self._streams[0]
         conn = self.ctx.conn
+        if self._ev:
+            self._resp_started = False
+            if status < 200:
+                # Gun: before the gun_inform / gun_upgrade message.
+                self._ev_stream(cmds, "response_inform", st, status=status, headers=headers)
         if self._cookies is not None and st.cookie_uri is not None:
             _cookies.set_cookie_header(
                 self._cookies,
@@ -917,6 +982,9 @@ class HttpHandler(BaseHandler):
                 st.content = _content.init(
                     self._content, conn, st.reply_to, st.ref, status, headers
                 )
+            if self._ev:
+                # Gun: after gun_response, and not for a cancelled stream.
+                self._ev_stream(cmds, "response_headers", st, status=status, headers=headers)
         if not self._close_after and self._response_closes(st, minor, connection):
             # Gun 4.9: the pipelined streams can never be answered: tell them now,
             # before this response's last gun_data.
@@ -1015,7 +1083,12 @@ class HttpHandler(BaseHandler):
             # than leave the connection a tunnel with no user (Gun opens it).
             self._finish(cmds, Close("normal"))
             return _DONE
-        cmds.append(Deliver(st.reply_to, ("gun_response", self.ctx.conn, st.ref, "fin", status, headers)))
+        cmds.append(
+            Deliver(st.reply_to, ("gun_response", self.ctx.conn, st.ref, "fin", status, headers))
+        )
+        if self._ev:
+            self._ev_stream(cmds, "response_headers", st, status=status, headers=headers)
+            self._ev_stream(cmds, "response_end", st)
         self._drop_held(
             cmds,
             (
@@ -1077,6 +1150,10 @@ class HttpHandler(BaseHandler):
             self._last_reply_to = st.reply_to
         if trailers is not None and st.alive:
             cmds.append(Deliver(st.reply_to, ("gun_trailers", self.ctx.conn, st.ref, trailers)))
+        if self._ev:
+            if trailers is not None:
+                self._ev_stream(cmds, "response_trailers", st, headers=trailers)
+            self._ev_stream(cmds, "response_end", st)
         if self._close_after:
             # Gun 4.9: the server closes after this response; Gun closes the socket itself.
             self._finish(cmds, Close("normal"))
@@ -1159,7 +1236,9 @@ class HttpHandler(BaseHandler):
             except _ContentError as e:
                 self._conn_error(cmds, *e.args)
                 return cmds
-            self._streams.popleft()
+            st = self._streams.popleft()
+            if self._ev:
+                self._ev_stream(cmds, "response_end", st)
             self._finish(cmds, Close("normal" if self._close_after else "closed"))
         elif state == _HEAD and not self._buf.strip(b"\r\n"):
             self._finish(cmds, Close("closed"))
@@ -1190,14 +1269,27 @@ class HttpHandler(BaseHandler):
             # Never written: forget it entirely rather than ask the server for it.
             self._unsent.remove(st)
             self._streams.remove(st)
+            if self._ev:
+                return [
+                    Event(
+                        "cancel",
+                        {
+                            "stream_ref": ref,
+                            "reply_to": st.reply_to,
+                            "endpoint": "local",
+                            "reason": "cancel",
+                        },
+                    )
+                ]
             return []
         # Gun 4.9: HTTP/1.1 cannot cancel; the response is drained without messages.
         st.alive = False
+        cmds: Commands = []
+        if self._ev:
+            self._ev_stream(cmds, "cancel", st, endpoint="local", reason="cancel")
         if self._paused and st is self._streams[0]:
-            cmds: Commands = []
             self._resume(cmds)
-            return cmds
-        return []
+        return cmds
 
     def timeout_stream(self, ref: Any, reply_to: ReplyTo) -> Commands:
         # The request option timeout (gunpy addition, Gun #317).  HTTP/1.1 cannot

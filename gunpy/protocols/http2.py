@@ -130,6 +130,7 @@ from .._commands import (
     SetActive,
     StartTimer,
 )
+from .._commands import Event as EvCmd  # h2 has an Event class too
 from .._process import make_ref
 from . import content as _content
 from .base import (
@@ -454,6 +455,10 @@ class Http2Handler(BaseHandler):
         # None when the data handler alone: _on_data delivers gun_data itself.
         self._content = _content.resolve(o["content_handlers"])
         self._cookies: Any = ctx.opts.get("cookie_store")  # gunpy.cookies (Gun 4.13)
+        # Events (gunpy.events): built only with an event_handler.  request_end
+        # events wait in _ev_out until the END_STREAM they follow is written.
+        self._ev = ctx.events
+        self._ev_out: list[Any] = []
         self._scheme = "https" if ctx.transport == "tls" else "http"
         self._authority = _host_header(ctx)
 
@@ -636,6 +641,11 @@ class Http2Handler(BaseHandler):
                         cmds.append(
                             Deliver(st.reply_to, ("gun_trailers", self.ctx.conn, st.ref, trailers))
                         )
+                        if self._ev:
+                            cmds.append(
+                                EvCmd("response_trailers", self._ev_map(st, headers=trailers))
+                            )
+                            cmds.append(EvCmd("response_end", self._ev_map(st)))
             elif t is InformationalResponseReceived:
                 assert isinstance(ev, InformationalResponseReceived)
                 st = self._streams.get(ev.stream_id)
@@ -644,9 +654,18 @@ class Http2Handler(BaseHandler):
                     status, headers = _dec_headers(ev.headers)
                     if self._cookies is not None and status is not None:
                         self._set_cookies(st, status, headers)
+                    if self._ev:
+                        cmds.append(EvCmd("response_start", self._ev_map(st)))
                     cmds.append(
                         Deliver(st.reply_to, ("gun_inform", self.ctx.conn, st.ref, status, headers))
                     )
+                    if self._ev:
+                        cmds.append(
+                            EvCmd(
+                                "response_inform",
+                                self._ev_map(st, status=status, headers=headers),
+                            )
+                        )
             elif t is WindowUpdated:
                 pass  # queued data is flushed once the read is processed
             elif t is PushedStreamReceived:
@@ -714,6 +733,8 @@ class Http2Handler(BaseHandler):
         status, headers = _dec_headers(raw)
         assert status is not None  # h2 validates response pseudo-headers
         conn = self.ctx.conn
+        if self._ev:
+            cmds.append(EvCmd("response_start", self._ev_map(st)))
         if self._cookies is not None:
             self._set_cookies(st, status, headers)
         if st.kind == _TUN_REQ:
@@ -740,6 +761,10 @@ class Http2Handler(BaseHandler):
                 ("gun_response", conn, st.ref, "fin" if fin else "nofin", status, headers),
             )
         )
+        if self._ev:
+            cmds.append(EvCmd("response_headers", self._ev_map(st, status=status, headers=headers)))
+            if fin:
+                cmds.append(EvCmd("response_end", self._ev_map(st)))
         if fin:
             self._maybe_delete(st)
         elif self._content is not None:
@@ -805,6 +830,8 @@ class Http2Handler(BaseHandler):
             if st.flow is not None:
                 st.flow -= 1
         if fin:
+            if self._ev:
+                cmds.append(EvCmd("response_end", self._ev_map(st)))
             st.remote_done = True
             self._maybe_delete(st)
         if data:
@@ -860,6 +887,8 @@ class Http2Handler(BaseHandler):
         cmds.append(
             Deliver(st.reply_to, ("gun_error", self.ctx.conn, st.ref, ("stream_error", code, text)))
         )
+        if self._ev and ev.remote_reset:
+            cmds.append(EvCmd("cancel", self._ev_map(st, endpoint="remote", reason=code)))
 
     def _on_push(self, ev: PushedStreamReceived, cmds: Commands) -> None:
         pid = ev.pushed_stream_id
@@ -876,14 +905,21 @@ class Http2Handler(BaseHandler):
         scheme = pseudo.get(b":scheme", b"").decode("latin-1")
         authority = pseudo.get(b":authority", b"").decode("latin-1")
         path = pseudo.get(b":path", b"").decode("latin-1")
+        if self._ev and parent is not None:
+            cmds.append(EvCmd("push_promise_start", self._ev_map(parent)))
         # Gun 4.10: refused during shutdown, or for another scheme or authority (2.4).
         refuse: ErrorCodes | None = None
         if parent is None or self._status != _CONNECTED:
             refuse = ErrorCodes.CANCEL
         elif scheme != self._scheme or authority != parent.authority:
             refuse = ErrorCodes.PROTOCOL_ERROR
+        uri = f"{scheme}://{authority}{path}"
         if refuse is not None:
             self._h2.reset_stream(pid, refuse)
+            if self._ev and parent is not None:
+                # Gun: no promised_stream_ref when the promise is refused.
+                pev = self._ev_map(parent, method=method, uri=uri, headers=headers)
+                cmds.append(EvCmd("push_promise_end", pev))
             return
         assert parent is not None
         new_ref: Any = make_ref()
@@ -894,13 +930,17 @@ class Http2Handler(BaseHandler):
         st.local_done = True  # a promised stream is half-closed (local)
         self._streams[pid] = st
         self._refs[new_ref] = st
-        uri = f"{scheme}://{authority}{path}"
         cmds.append(
             Deliver(
                 parent.reply_to,
                 ("gun_push", self.ctx.conn, parent.ref, new_ref, method, uri, headers),
             )
         )
+        if self._ev:
+            pev = self._ev_map(
+                parent, method=method, uri=uri, headers=headers, promised_stream_ref=new_ref
+            )
+            cmds.append(EvCmd("push_promise_end", pev))
 
     def _on_ping_ack(self, payload: bytes, cmds: Commands) -> None:
         n = int.from_bytes(payload, "big")
@@ -944,7 +984,9 @@ class Http2Handler(BaseHandler):
     ) -> Commands:
         t = self._through(ref)
         if t is not None:
-            return self._tun_op(t, ("$request", ref, reply_to, method, path, headers, body, req_opts))
+            return self._tun_op(
+                t, ("$request", ref, reply_to, method, path, headers, body, req_opts)
+            )
         if self._deep(ref):
             return self.stream_error(reply_to, ref, ("badstate", "The stream is not a tunnel."))
         cmds: Commands = []
@@ -1043,6 +1085,13 @@ class Http2Handler(BaseHandler):
         self._refs[ref] = st
         if body and not end:
             self._queue(st, body, True)
+        if self._ev:
+            fn = "request" if body is not None else "headers"
+            after = self._ev_request(cmds, st, fn, wire)
+            if end:
+                after.append(EvCmd("request_end", self._ev_map(st)))
+            self._flush(cmds, after)
+            return
         self._flush(cmds)
 
     def _add_cookies(self, headers: Headers, path: str) -> Headers:
@@ -1210,6 +1259,12 @@ class Http2Handler(BaseHandler):
         st.ws_opts = ws_opts
         self._streams[sid] = st
         self._refs[ref] = st
+        if self._ev:
+            cmds.append(EvCmd("ws_upgrade", self._ev_map(st, opts=ws_opts)))
+            after = self._ev_request(cmds, st, "ws_upgrade", wire)
+            after.append(EvCmd("request_end", self._ev_map(st)))
+            self._flush(cmds, after)
+            return
         self._flush(cmds)
 
     def ws_send(self, ref: Any, reply_to: ReplyTo, frames: list[Any]) -> Commands:
@@ -1267,9 +1322,14 @@ class Http2Handler(BaseHandler):
                 )
             )
             return
+        if self._ev:
+            cmds.append(EvCmd("response_headers", self._ev_map(st, status=200, headers=headers)))
+            cmds.append(EvCmd("response_end", self._ev_map(st)))
         cmds.append(
             Deliver(st.reply_to, ("gun_upgrade", self.ctx.conn, st.ref, ["websocket"], headers))
         )
+        if self._ev:
+            cmds.append(EvCmd("protocol_changed", {"stream_ref": st.ref, "protocol": "ws"}))
         st.kind = _WS
         st.ws = ws.WsHandler(self.ctx, st.ws_opts, st.ref, st.reply_to, headers, **result)
         self._ws_run(st, st.ws.init(), cmds)
@@ -1301,7 +1361,7 @@ class Http2Handler(BaseHandler):
         sid = st.id
         for c in ncmds:
             t = type(c)
-            if t is Deliver:
+            if t is Deliver or t is EvCmd:
                 cmds.append(c)
             elif t is Send:
                 assert isinstance(c, Send)
@@ -1388,7 +1448,10 @@ class Http2Handler(BaseHandler):
         authority = f"{host}:{destination['port']}"
         if self._refuse_new(cmds, ref, reply_to, authority):
             return
-        wire: list[tuple[bytes, bytes]] = [(b":method", b"CONNECT"), (b":authority", _enc(authority))]
+        wire: list[tuple[bytes, bytes]] = [
+            (b":method", b"CONNECT"),
+            (b":authority", _enc(authority)),
+        ]
         user, password = destination.get("username"), destination.get("password")
         if (
             user is not None
@@ -1407,7 +1470,12 @@ class Http2Handler(BaseHandler):
                 cmds.append(
                     Deliver(
                         reply_to,
-                        ("gun_error", self.ctx.conn, ref, ("badstate", f"Invalid request header name {n!r}.")),
+                        (
+                            "gun_error",
+                            self.ctx.conn,
+                            ref,
+                            ("badstate", f"Invalid request header name {n!r}."),
+                        ),
                     )
                 )
                 return
@@ -1416,18 +1484,30 @@ class Http2Handler(BaseHandler):
         sid = h2.get_next_available_stream_id()
         h2.send_headers(sid, wire, end_stream=False)
         flow = req_opts.get("flow") if req_opts else None
-        st = _Stream(sid, ref, reply_to, flow if _int(flow) else self._flow, authority, "", "CONNECT")
+        st = _Stream(
+            sid, ref, reply_to, flow if _int(flow) else self._flow, authority, "", "CONNECT"
+        )
         st.kind = _TUN_REQ
         st.destination = destination
         self._streams[sid] = st
         self._refs[ref] = st
+        if self._ev:
+            after = self._ev_request(cmds, st, "connect", wire, path=False)
+            after.append(EvCmd("request_end", self._ev_map(st)))
+            self._flush(cmds, after)
+            return
         self._flush(cmds)
 
     def _tun_accept(self, st: _Stream, status: int, headers: Headers, cmds: Commands) -> None:
         """A 2xx for a CONNECT: the stream is a tunnel (gun_response fin, as Gun)."""
         from .tunnel import StreamTunnel
 
-        cmds.append(Deliver(st.reply_to, ("gun_response", self.ctx.conn, st.ref, "fin", status, headers)))
+        cmds.append(
+            Deliver(st.reply_to, ("gun_response", self.ctx.conn, st.ref, "fin", status, headers))
+        )
+        if self._ev:
+            cmds.append(EvCmd("response_headers", self._ev_map(st, status=status, headers=headers)))
+            cmds.append(EvCmd("response_end", self._ev_map(st)))
         st.kind = _TUN
         st.tunnel = StreamTunnel(self.ctx, st.ref, st.reply_to, st.destination)
         self._tun_run(st, st.tunnel.start(), cmds)
@@ -1520,7 +1600,12 @@ class Http2Handler(BaseHandler):
             self._forget(st, cmds)
             if st.kind == _TUN:
                 cmds.extend(st.tunnel.close("cancel"))
-            self._flush(cmds)
+            if self._ev:
+                ev = self._ev_map(st, endpoint="local", reason="cancel")
+                ev["reply_to"] = reply_to  # Gun: the process that cancelled
+                self._flush(cmds, [EvCmd("cancel", ev)])
+            else:
+                self._flush(cmds)
             self._check_done(cmds)
         except Exception as e:
             self._internal(cmds, e)
@@ -1748,14 +1833,22 @@ class Http2Handler(BaseHandler):
         if fin:
             out.fin = True
 
-    def _flush(self, cmds: Commands) -> None:
-        """Send what the windows allow of the queued data, then h2's bytes."""
+    def _flush(self, cmds: Commands, after: list[Any] | None = None) -> None:
+        """Send what the windows allow of the queued data, then h2's bytes.
+
+        ``after``: events that follow this write (request_headers), before the
+        request_end events of the bodies it completes."""
         if self._out:
             for sid in list(self._out):
                 self._pump(sid, self._out[sid])
         data = self._h2.data_to_send()
         if data:
             cmds.append(Send(data))
+        if after:
+            cmds.extend(after)
+        if self._ev_out:
+            cmds.extend(self._ev_out)
+            self._ev_out.clear()
 
     def _pump(self, sid: int, out: _Out) -> None:
         """cowlib's send_data_for_one_stream: frames within both windows."""
@@ -1771,6 +1864,8 @@ class Http2Handler(BaseHandler):
             if size == 0:
                 if out.fin:
                     h2.send_data(sid, b"", end_stream=True)
+                    if self._ev:
+                        self._ev_request_end(sid)
                 del self._out[sid]
                 self._sent_all(sid)
                 return
@@ -1804,8 +1899,45 @@ class Http2Handler(BaseHandler):
             h2.send_data(sid, parts[0] if len(parts) == 1 else b"".join(parts), end_stream=end)
             if end:
                 del self._out[sid]
+                if self._ev:
+                    self._ev_request_end(sid)
                 self._sent_all(sid)
                 return
+
+    # -- events (Gun 4.14) -----------------------------------------------------------
+    def _ev_map(self, st: _Stream, **extra: Any) -> dict[str, Any]:
+        ev = {"stream_ref": st.ref, "reply_to": st.reply_to}
+        if extra:
+            ev.update(extra)
+        return ev
+
+    def _ev_request_end(self, sid: int) -> None:
+        st = self._streams.get(sid)
+        if st is not None and st.kind == _HTTP:
+            self._ev_out.append(EvCmd("request_end", self._ev_map(st)))
+
+    def _ev_request(
+        self,
+        cmds: Commands,
+        st: _Stream,
+        function: str,
+        wire: list[tuple[bytes, bytes]],
+        path: bool = True,
+    ) -> list[Any]:
+        """request_start now; returns request_headers, for after the HEADERS write.
+        Gun's maps: the regular headers as sent (no pseudo-headers), no scheme."""
+        ev = self._ev_map(
+            st,
+            function=function,
+            method=st.method,
+            authority=st.authority,
+            path=st.path,
+            headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in wire if n[:1] != b":"],
+        )
+        if not path:
+            del ev["path"]
+        cmds.append(EvCmd("request_start", ev))
+        return [EvCmd("request_headers", dict(ev))]
 
     def _sent_all(self, sid: int) -> None:
         st = self._streams.get(sid)

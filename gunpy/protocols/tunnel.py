@@ -43,6 +43,7 @@ from .._commands import (
     Closing,
     Commands,
     Deliver,
+    Event,
     ReplyTo,
     Send,
     SetActive,
@@ -90,6 +91,7 @@ class StreamTunnel:
             owner=parent.owner,
             opts=parent.opts,
             base_ref=ref,
+            events=parent.events,
         )
         self.base_ref: Any = ref
         self.intermediaries: list[dict[str, Any]] = []  # proxies passed inside the stream
@@ -294,6 +296,16 @@ class StreamTunnel:
         if c.kind == "connect":
             self.base_ref = ctx.base_ref = c.ref
         self.pending = c
+        if ctx.events:
+            # Gun (gun_http2 / gun_tunnel): inside a stream, with its stream_ref.
+            ev = {
+                "stream_ref": c.ref,
+                "type": c.kind,
+                "origin_scheme": ctx.origin_scheme,
+                "origin_host": ctx.origin_host,
+                "origin_port": ctx.origin_port,
+            }
+            out.append(Event("origin_changed", ev))
         if transport == "tcp":
             self._up(_names(dest)[0], c.buffer, out)
             return
@@ -307,7 +319,23 @@ class StreamTunnel:
         timeout = dest.get("tls_handshake_timeout", "infinity")
         if timeout != "infinity":
             out.append(StartTimer(_TLS_TIMER, timeout))
+        if ctx.events:
+            out.append(Event("tls_handshake_start", self._tls_event()))
         self._handshake_step(c.buffer, out)
+
+    def _tls_event(self, **extra: Any) -> dict[str, Any]:
+        c = self.pending
+        assert c is not None
+        dest = c.destination
+        ev = {
+            "stream_ref": c.ref,
+            "reply_to": c.reply_to,
+            "socket": None,  # Gun gives a process here; there is no socket of its own
+            "tls_opts": dest.get("tls_opts") or {},
+            "timeout": dest.get("tls_handshake_timeout", "infinity"),
+        }
+        ev.update(extra)
+        return ev
 
     def _handshake_step(self, data: bytes, out: Commands) -> None:
         layer = self.handshake
@@ -320,6 +348,8 @@ class StreamTunnel:
         except ssl.SSLWantReadError:
             done = False
         except (ssl.SSLError, OSError) as e:
+            if self.ctx.events and self.pending is not None:
+                out.append(Event("tls_handshake_end", self._tls_event(error=tls_reason(e))))
             self._finish(("error", tls_reason(e)), out)
             return
         pending = layer.outgoing.read()
@@ -337,6 +367,8 @@ class StreamTunnel:
             return
         assert self.pending is not None
         proto = negotiated(layer.obj.selected_alpn_protocol(), _names(self.pending.destination))
+        if self.ctx.events:
+            out.append(Event("tls_handshake_end", self._tls_event(protocol=proto)))
         self._up(proto, buffer or b"", out)
 
     def _up(self, proto: str, buffer: bytes, out: Commands) -> None:
@@ -356,6 +388,8 @@ class StreamTunnel:
             args = {"ref": c.ref, "reply_to": c.reply_to}
         self.handler = cls(self.ctx, opts, **args)
         self.protocol = proto
+        if self.ctx.events:
+            out.append(Event("protocol_changed", {"stream_ref": c.ref, "protocol": proto}))
         out.append(Deliver(c.reply_to, ("gun_tunnel_up", self.conn, c.ref, proto)))
         self._run(self.handler.init(), out)
         if buffer and not self.done and self.handler is not None:
@@ -371,7 +405,7 @@ class StreamTunnel:
             if self.done:
                 return
             t = type(c)
-            if t is Deliver or t is SetActive or t is StartTimer or t is CancelTimer:
+            if t is Deliver or t is SetActive or t is StartTimer or t is CancelTimer or t is Event:
                 out.append(c)
             elif t is Send:
                 assert isinstance(c, Send)
@@ -398,6 +432,10 @@ class StreamTunnel:
         cls = handler_class(c.protocol)
         self.handler = cls(self.ctx, opts, **args)
         self.protocol = c.protocol
+        if self.ctx.events:
+            out.append(
+                Event("protocol_changed", {"stream_ref": args.get("ref"), "protocol": c.protocol})
+            )
         self._run(self.handler.init(), out)
         if c.buffer and not self.done:
             self._run(self.handler.handle(c.buffer), out)

@@ -61,6 +61,7 @@ import hashlib
 import io
 import os
 import zlib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -68,12 +69,12 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
-    Event,
     Message,
     Ping,
     Pong,
     TextMessage,
 )
+from wsproto.events import Event as WsEvent
 from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import ProtocolError
@@ -84,6 +85,7 @@ from .._commands import (
     Closing,
     Commands,
     Deliver,
+    Event,
     ReplyTo,
     Send,
     SetActive,
@@ -492,7 +494,7 @@ def _close_reason(data: Any) -> str:
     return reason
 
 
-def _frame_event(frame: Any) -> Event:
+def _frame_event(frame: Any) -> WsEvent:
     """Gun's frame term -> the wsproto event that sends it.
 
     ``close | ping | pong | {text|binary|close|ping|pong, iodata()} |
@@ -597,6 +599,12 @@ class WsHandler(BaseHandler):
         self._ended = False
         self._timer = False
 
+        # Events (gunpy.events, Gun's ws_recv_frame_*/ws_send_frame_*): only with an
+        # event_handler, so the data path below pays one attribute test per frame.
+        self._ev = ctx.events
+        if self._ev:
+            self._ev_setup(extensions or [])
+
         self._proxy = WsReplyTo(reply_to, ctx.conn)
         if protocol_handler is None:
             protocol_handler = opts.get("default_protocol", WsDefaultProtocol)
@@ -689,6 +697,9 @@ class WsHandler(BaseHandler):
             try:
                 event = _frame_event(frame)
                 out.append(self._ws.send(event))
+                if self._ev:
+                    self._send_frame(cmds, frame, b"".join(out), reply_to)
+                    out = []
             except (_BadFrame, ProtocolError, ValueError, TypeError) as exc:
                 # ValueError: control payload over 125 bytes (RFC 6455 section 5.5).
                 # Gun would crash the connection; gunpy tells the caller and stops.
@@ -728,7 +739,7 @@ class WsHandler(BaseHandler):
     def keepalive(self) -> Commands:
         cmds = self._begin()
         if self._ws.state is _OPEN and not self._ended:
-            cmds.append(Send(self._ws.send(Ping(b""))))
+            self._send_frame(cmds, "ping", self._ws.send(Ping(b"")))
         return self._end(cmds)
 
     def keepalive_interval(self) -> int | None:
@@ -801,6 +812,121 @@ class WsHandler(BaseHandler):
     ) -> Commands:
         return self.conn_error(reply_to, ("badstate", BADSTATE_WS_ONLY))
 
+    # -- events (Gun 4.14) ---------------------------------------------------------
+    def _ev_setup(self, extensions: list[Extension]) -> None:
+        """Frame events need frame headers, which wsproto's Connection hides: note
+        every header its decoder parses (in order; they pair with its frames)."""
+        self._ev_ext: dict[str, Any] = (
+            {"deflate": True} if any(isinstance(e, PerMessageDeflate) for e in extensions) else {}
+        )
+        self._ev_hdrs: deque[Any] = deque()
+        self._ev_frag: tuple[str, str, tuple[int, int, int]] | None = None
+        self._ev_open = False  # between a frame's header event and its end event
+        self._ev_payload: list[bytes] = []
+        dec = self._ws._proto._frame_decoder
+        parse = dec.parse_header
+        hdrs = self._ev_hdrs
+
+        def parse_header() -> bool:
+            ok: bool = parse()
+            if ok:
+                hdrs.append(dec.header)
+            return ok
+
+        dec.parse_header = parse_header  # type: ignore[method-assign]
+
+    def _ev_recv(self, cmds: Commands, ev: Any, t: type) -> None:
+        """ws_recv_frame_start/header/end for the wsproto event ``ev`` (a frame or
+        a piece of one)."""
+        if t is CloseConnection and self._ws.state in (_OPEN, _LOCAL_CLOSING):
+            return  # wsproto's own close for a frame it refused: nothing was received
+        base = {"stream_ref": self.ref, "reply_to": self.reply_to}
+        if not self._ev_open:
+            hdr = self._ev_hdrs.popleft() if self._ev_hdrs else None
+            rsv = (int(hdr.rsv[0]), int(hdr.rsv[1]), int(hdr.rsv[2])) if hdr else (0, 0, 0)
+            frag = self._ev_frag
+            cmds.append(
+                Event(
+                    "ws_recv_frame_start", {**base, "frag_state": frag, "extensions": self._ev_ext}
+                )
+            )
+            if t is TextMessage or t is BytesMessage:
+                kind = "text" if t is TextMessage else "binary"
+                fin = hdr.fin if hdr is not None else ev.message_finished
+                if frag is None and fin:
+                    ftype = kind
+                else:
+                    # cow_ws: every frame of a fragmented message is a "fragment".
+                    ftype = "fragment"
+                    frag = ("fin" if fin else "nofin", kind, frag[2] if frag else rsv)
+            else:
+                ftype = "ping" if t is Ping else "pong" if t is Pong else "close"
+            self._ev_frag = frag
+            cmds.append(
+                Event(
+                    "ws_recv_frame_header",
+                    {
+                        **base,
+                        "frag_state": frag,
+                        "extensions": self._ev_ext,
+                        "type": ftype,
+                        "rsv": rsv,
+                        "len": hdr.payload_len if hdr is not None else 0,
+                        "mask_key": None,
+                    },
+                )
+            )
+            self._ev_open = True
+        close_code = None
+        if t is TextMessage:
+            self._ev_payload.append(ev.data.encode("utf-8"))
+            done = ev.frame_finished
+        elif t is BytesMessage:
+            self._ev_payload.append(bytes(ev.data))
+            done = ev.frame_finished
+        elif t is CloseConnection:
+            code = int(ev.code)
+            close_code = None if code == _NO_STATUS else code
+            self._ev_payload.append((ev.reason or "").encode("utf-8"))
+            done = True
+        else:
+            self._ev_payload.append(bytes(ev.payload))
+            done = True
+        if done:
+            payload = b"".join(self._ev_payload)
+            self._ev_payload = []
+            self._ev_open = False
+            cmds.append(
+                Event(
+                    "ws_recv_frame_end",
+                    {
+                        **base,
+                        "extensions": self._ev_ext,
+                        "close_code": close_code,
+                        "payload": payload,
+                    },
+                )
+            )
+            if self._ev_frag is not None and self._ev_frag[0] == "fin":
+                self._ev_frag = None
+
+    def _send_frame(
+        self, cmds: Commands, frame: Any, data: bytes, reply_to: ReplyTo | None = None
+    ) -> None:
+        """``Send(data)``, between ws_send_frame_start/end when events are on."""
+        if not self._ev:
+            cmds.append(Send(data))
+            return
+        ev = {
+            "stream_ref": self.ref,
+            "reply_to": self.reply_to if reply_to is None else reply_to,
+            "extensions": self._ev_ext,
+            "frame": frame,
+        }
+        cmds.append(Event("ws_send_frame_start", ev))
+        cmds.append(Send(data))
+        cmds.append(Event("ws_send_frame_end", dict(ev)))
+
     # -- internals ---------------------------------------------------------------
     def _finish(self, cmds: Commands, reason: Any) -> None:
         self._ended = True
@@ -841,7 +967,8 @@ class WsHandler(BaseHandler):
             cmds.append(StartTimer(_CLOSING_TIMER, self._closing_timeout))
 
     def _send_close(self, cmds: Commands, code: int, reason: str) -> None:
-        cmds.append(Send(self._ws.send(CloseConnection(code=code, reason=reason))))
+        data = self._ws.send(CloseConnection(code=code, reason=reason))
+        self._send_frame(cmds, ("close", code, reason), data)
         self._out_closed = True
         self._after_close_sent(cmds)
 
@@ -892,6 +1019,8 @@ class WsHandler(BaseHandler):
         ws = self._ws
         for ev in ws.events():
             t = type(ev)
+            if self._ev:
+                self._ev_recv(cmds, ev, t)
             if t is TextMessage or t is BytesMessage:
                 if self._failed:
                     continue  # failed connection: only the peer's close matters
@@ -941,7 +1070,9 @@ class WsHandler(BaseHandler):
                 # RFC 6455 section 5.5.2: answer with the same payload; not after
                 # our close (section 5.5.1; wsproto refuses it).
                 if ws.state is _OPEN:
-                    cmds.append(Send(ws.send(Pong(payload))))
+                    self._send_frame(
+                        cmds, ("pong", payload) if payload else "pong", ws.send(Pong(payload))
+                    )
             elif t is Pong:
                 assert isinstance(ev, Pong)
                 if self._failed:
@@ -974,7 +1105,8 @@ class WsHandler(BaseHandler):
             self._dispatch(cmds, "close" if code == _NO_STATUS else ("close", code, reason))
             # Re-read: a failing subprotocol handler may have sent a close already.
             if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                cmds.append(Send(self._ws.send(CloseConnection(code=1000, reason=""))))
+                data = self._ws.send(CloseConnection(code=1000, reason=""))
+                self._send_frame(cmds, ("close", 1000, ""), data)
         # else: the peer's reply to our error close; the user already knows.
         self._finish(cmds, "normal")
 

@@ -91,3 +91,41 @@ def test_websocket_session_ends_at_end_of_input(gun_ws_echo_server: EchoServer) 
     out = gunpy_cli("ws", f"ws://127.0.0.1:{gun_ws_echo_server.port}/", "--compress", stdin="x\n")
     assert out.returncode == 0, out.stderr
     assert "('text', 'x'))" in out.stdout
+
+
+def test_trace_prints_the_event_timeline(gun_http_echo_server: EchoServer) -> None:
+    """--trace: one stderr line per Gun event, in order, with times (issue 10)."""
+    out = gunpy_cli("get", f"http://127.0.0.1:{gun_http_echo_server.port}/hello", "--trace")
+    assert out.returncode == 0, out.stderr
+    trace = [line.split() for line in out.stderr.splitlines() if line.startswith("trace ")]
+    names = [t[4] for t in trace]
+    assert names[:5] == [
+        "init",
+        "domain_lookup_start",
+        "domain_lookup_end",
+        "connect_start",
+        "connect_end",
+    ]
+    assert names[5:11] == [
+        "request_start",
+        "request_headers",
+        "request_end",
+        "response_start",
+        "response_headers",
+        "response_end",
+    ]
+    assert names[-1] == "terminate"
+    assert trace[0][1:3] == ["0.000", "ms"]
+    times = [float(t[1]) for t in trace]
+    assert times == sorted(times)
+    assert "status=200" in out.stderr and "path='/hello'" in out.stderr
+    # stdout still has the messages, untouched by the trace.
+    assert out.stdout.splitlines()[0].startswith("('gun_up', <Pid")
+
+
+def test_trace_websocket_frames(gun_ws_echo_server: EchoServer) -> None:
+    url = f"ws://127.0.0.1:{gun_ws_echo_server.port}/ws"
+    out = gunpy_cli("ws", url, "--trace", stdin="hello\n")
+    assert out.returncode == 0, out.stderr
+    assert "ws_send_frame_start" in out.stderr and "frame=('text', 'hello')" in out.stderr
+    assert "ws_recv_frame_header" in out.stderr and "type='text'" in out.stderr

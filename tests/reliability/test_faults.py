@@ -127,7 +127,7 @@ def scene_tls_handshake(track: Tracker, origin: ScriptedOrigin, owned: bool, **o
     conn, owner = _open(track, owned, origin.port, transport="tls", **opts)
     server = origin.accept()
     assert server.recv_exact(5)[:1] == b"\x16"  # a TLS handshake record
-    assert gunpy.info(conn)["state_name"] == "tls_handshake"
+    assert gunpy.info(conn)["state_name"] == "initial_tls_handshake"
     ref = gunpy.get(conn, "/")
     return Scene(conn, gunpy.monitor(conn), server, refs=[ref], owner=owner)
 

@@ -141,7 +141,7 @@ def test_bad_certificate_refused_once_with_its_reason(
     # info is handled after the get (same sender, FIFO): the request is queued.  (A
     # request still in the mailbox when the process exits is lost: see
     # test_faults.py::test_a_request_still_in_the_mailbox_at_exit_is_told.)
-    assert gunpy.info(conn)["state_name"] in ("connecting", "tls_handshake")
+    assert gunpy.info(conn)["state_name"] in ("connecting", "initial_tls_handshake")
     listener.gate.set()
     msgs, reason = until_down(conn, mref)
     assert reason[0] == "shutdown"
