@@ -149,3 +149,69 @@ def test_ws_big_frame_in_pieces_has_one_header_event() -> None:
     assert names.count("ws_recv_frame_header") == 1 and names.count("ws_recv_frame_end") == 1
     end = next(c.event for c in cmds if isinstance(c, Event) and c.name == "ws_recv_frame_end")
     assert end["payload"] == b"x" * 10000
+
+
+# --------------------------------------------------------------------------- HTTP/2
+
+
+def h2_link(events: bool) -> Any:
+    from tests.unit.test_http2_handler import Link
+
+    return Link(events=events)
+
+
+@pytest.mark.parametrize("events", [False, True])
+def test_http2_request_inform_trailers(events: bool) -> None:
+    link = h2_link(events)
+    rt = Rec()
+    cmds = link.h.request("r1", rt, "GET", "/", [("te", "trailers")], None, {})
+    link.c2s(cmds)
+    more = link.h.data("r1", rt, "fin", b"")
+    link.c2s(more)
+    cmds += more
+    srv = link.srv
+    srv.send_headers(1, [(b":status", b"103"), (b"link", b"</a>")])
+    srv.send_headers(1, [(b":status", b"200")])
+    srv.send_data(1, b"ok")
+    srv.send_headers(1, [(b"x-t", b"1")], end_stream=True)
+    cmds += link.s2c()
+    names = [k for k in kinds(cmds) if k != "send"]
+    if not events:
+        assert names == ["gun_inform", "gun_response", "gun_data", "gun_trailers"]
+        return
+    assert names == [
+        "request_start",
+        "request_headers",
+        "request_end",
+        "response_start",
+        "gun_inform",
+        "response_inform",
+        "response_start",
+        "gun_response",
+        "response_headers",
+        "gun_data",
+        "gun_trailers",
+        "response_trailers",
+        "response_end",
+    ]
+    start = next(c.event for c in cmds if isinstance(c, Event) and c.name == "request_start")
+    assert start["function"] == "headers" and start["headers"] == [("te", "trailers")]
+    assert start["authority"] == "example.com:8080" and start["path"] == "/"
+
+
+def test_http2_request_end_waits_for_the_window() -> None:
+    """Gun: request_end when the END_STREAM DATA frame is actually written; with
+    the stream window closed, that is after the server's WINDOW_UPDATE."""
+    from h2.settings import SettingCodes
+
+    from tests.unit.test_http2_handler import Link
+
+    link = Link(events=True, server_settings={SettingCodes.INITIAL_WINDOW_SIZE: 10})
+    rt = Rec()
+    cmds = link.h.request("r1", rt, "POST", "/", [], b"x" * 30, {})
+    link.c2s(cmds)
+    assert "request_end" not in kinds(cmds)
+    link.srv.increment_flow_control_window(100, stream_id=1)
+    cmds = link.s2c()
+    assert kinds(cmds)[-1] == "request_end"
+    assert cmds[-1].event == {"stream_ref": "r1", "reply_to": rt}
