@@ -523,13 +523,9 @@ class Connection(pykka.ThreadingActor):
         try:
             infos = fut.result()
         except socket.gaierror as e:
-            reason = (
-                "nxdomain"
-                if e.errno in (socket.EAI_NONAME, socket.EAI_NODATA)
-                else (
-                    "gaierror",
-                    str(e),
-                )
+            reason = "nxdomain" if e.errno in (socket.EAI_NONAME, socket.EAI_NODATA) else (
+                "gaierror",
+                str(e),
             )
             self._attempt_failed(reason)
             return
@@ -766,9 +762,7 @@ class Connection(pykka.ThreadingActor):
         if self.retries <= 0:
             self._exit("normal" if reason == "normal" else ("shutdown", reason))
             return
-        retry_fun: Callable[[int, dict[str, Any]], dict[str, Any]] | None = self.opts.get(
-            "retry_fun"
-        )
+        retry_fun: Callable[[int, dict[str, Any]], dict[str, Any]] | None = self.opts.get("retry_fun")
         if retry_fun is not None:
             try:
                 r = retry_fun(self.retries, self.opts)
