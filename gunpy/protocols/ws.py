@@ -44,6 +44,14 @@ Flow control (Gun 4.5)
     budget is lifted, so the server's close can still be read within
     ``closing_timeout``.
 
+Events (Gun 4.14, ``gunpy.events``)
+    Only with an ``event_handler`` (``ctx.events``): each frame received gives
+    ``ws_recv_frame_start``/``_header``/``_end`` before it is dispatched, each frame
+    sent ``ws_send_frame_start``/``_end`` around its ``Send`` (automatic pongs and
+    closes too).  wsproto's ``Connection`` hides frame headers, so ``_ev_setup``
+    wraps its decoder's ``parse_header`` to note each header in order: a private
+    interface, guarded by tests/unit/test_events_handlers.py.
+
 Subprotocol handlers (Gun's ``gun_ws_protocol`` behaviour, in Python)
     Any object (module, class, instance) with ``init(reply_to, ref, headers, opts) ->
     state`` and ``handle(frame, state) -> ("ok", flow_dec, state)``.  ``reply_to`` is
