@@ -48,6 +48,13 @@ User operations wait in ``queue`` meanwhile, and while a SOCKS handshake runs
 (``no_input``).  HTTP/2 proxies keep their tunnels per stream (the handler's
 business, ``protocols/tunnel.py``).  A disconnect forgets every tunnel: the
 origin is the first hop again, as in Gun.
+
+Event handlers (gun-reference 4.14, ``gunpy.events``).  With an ``event_handler``
+the actor calls the connection-level callbacks itself (``init``, the lookup,
+connect and TLS steps, ``origin_changed``, ``protocol_changed``, ``disconnect``,
+``terminate``) and carries out the handlers' ``Event`` commands in order with
+their deliveries; the handlers build them only when ``ctx.events`` is set.
+Without one, ``self.ev`` is None and nothing is built or called.
 """
 
 from __future__ import annotations
