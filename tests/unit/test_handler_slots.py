@@ -29,3 +29,35 @@ def handlers(events: bool) -> list[Any]:
 def test_only_ctx_in_the_instance_dict(events: bool) -> None:
     for h in handlers(events):
         assert set(vars(h)) == {"ctx"}, type(h).__name__
+
+
+def _assigned(cls: type) -> set[str]:
+    """Every ``self.<name> = ...`` in the class's source."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                for e in ast.walk(t):
+                    if (
+                        isinstance(e, ast.Attribute)
+                        and isinstance(e.value, ast.Name)
+                        and e.value.id == "self"
+                    ):
+                        names.add(e.attr)
+    return names
+
+
+def test_every_assigned_attribute_is_a_slot() -> None:
+    """The connection actor too (it cannot be built without a thread, so its
+    source is read): pykka's own attributes are the only ones in __dict__."""
+    from gunpy._conn import Connection
+
+    for cls in (HttpHandler, Http2Handler, WsHandler, Connection):
+        missing = _assigned(cls) - set(cls.__slots__)
+        assert not missing, f"{cls.__name__}: {sorted(missing)}"
