@@ -31,9 +31,13 @@ class ReplyTo(Protocol):
 
 @dataclass(slots=True)
 class Send:
-    """Write ``data`` to the socket (after any earlier ``Send``)."""
+    """Write ``data`` to the socket (after any earlier ``Send``).
 
-    data: bytes
+    A ``bytearray`` is handed over: the handler that built it (a Websocket frame
+    built in place) never touches it again.
+    """
+
+    data: bytes | bytearray
 
 
 @dataclass(slots=True)

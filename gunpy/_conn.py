@@ -418,7 +418,7 @@ class Connection(pykka.ThreadingActor):
         self.transport = "unix" if unix_path is not None else opts["transport"]
         self.state = "not_connected"
         self.sock: socket.socket | None = None
-        self.out: list[bytes] = []  # corked output, see _run
+        self.out: list[bytes | bytearray] = []  # corked output, see _run
         # Request option timeout (gunpy addition, Gun #317): timer name <-> ref.
         self.rt_by_ref: dict[Any, str] = {}
         self.rt_by_name: dict[str, tuple[Any, Any]] = {}
@@ -1093,7 +1093,7 @@ class Connection(pykka.ThreadingActor):
             if ms is not None and ms != "infinity":
                 self._inbox.start_timer("keepalive", ms)
 
-    def _send(self, data: bytes, through: int | None = None) -> bool:
+    def _send(self, data: bytes | bytearray, through: int | None = None) -> bool:
         """Write all of ``data``; False (after disconnecting) on error or send_timeout.
 
         Inside TLS tunnels ``data`` is encrypted by every TLS layer first (innermost
@@ -1630,7 +1630,7 @@ class Connection(pykka.ThreadingActor):
         self.tunnel_refs = []
         self.tunnel = None
 
-    def _wrap(self, data: bytes, n: int) -> bytes:
+    def _wrap(self, data: bytes | bytearray, n: int) -> bytes | bytearray:
         """Encrypt ``data`` through the ``n`` outermost TLS layers, innermost first."""
         for layer in reversed(self.layers[:n]):
             obj = layer.obj

@@ -1861,7 +1861,7 @@ class Http2Handler(BaseHandler):
     # ----------------------------------------------------------------------------------
     # Internals
 
-    def _queue(self, st: _Stream, data: bytes, fin: bool) -> None:
+    def _queue(self, st: _Stream, data: bytes | bytearray, fin: bool) -> None:
         out = self._out.get(st.id)
         if out is None:
             out = self._out[st.id] = _Out()

@@ -454,7 +454,7 @@ class StreamTunnel:
         self.tunnel_refs.append((c.ref, c.reply_to) if c.kind == "connect" else None)
         self._open(c, out)
 
-    def _send(self, data: bytes, out: Commands) -> None:
+    def _send(self, data: bytes | bytearray, out: Commands) -> None:
         for layer in reversed(self.layers):
             obj = layer.obj
             view = memoryview(data)

@@ -68,6 +68,7 @@ import base64
 import hashlib
 import io
 import os
+import struct
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -502,6 +503,62 @@ def _close_reason(data: Any) -> str:
     return reason
 
 
+# RFC 6455 section 5.2 base framing, for the data frames we build ourselves (see
+# ``_data_frame``): byte 0 is FIN + opcode (RSV bits zero: no extension applies),
+# byte 1 is MASK (a client masks every frame, section 5.3) + the 7-bit length.
+_OP_TEXT = 0x81  # FIN, opcode 0x1
+_OP_BINARY = 0x82  # FIN, opcode 0x2
+_LEN16 = struct.Struct("!BBH")  # 7-bit length 126: a 16-bit length follows
+_LEN64 = struct.Struct("!BBQ")  # 7-bit length 127: a 64-bit length follows
+# XOR tables for bytes.translate: _XOR[k] maps every byte b to b ^ k.
+_XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
+
+
+def _data_frame(b0: int, payload: bytes) -> bytearray:
+    """One masked, unfragmented data frame (RFC 6455 sections 5.2 and 5.3).
+
+    What wsproto's ``send`` builds, with one copy of the payload where wsproto makes
+    six (bytearray, masker, header + key + masked, bytearray, ``b"" +=``): for a
+    1 MiB message those copies, each a fresh mmap'd block with its page faults,
+    cost more than the masking itself.  The frame is built in one buffer: header,
+    key, payload, then masked in place, one strided ``translate`` per key byte
+    (octet i is XORed with key octet i mod 4, section 5.3).
+    """
+    n = len(payload)
+    # Section 5.3: a fresh key per frame from a strong source of entropy.
+    key = os.urandom(4)
+    if n < 126:
+        out = bytearray((b0, 0x80 | n))
+    elif n < 65536:
+        out = bytearray(_LEN16.pack(b0, 0xFE, n))
+    else:
+        out = bytearray(_LEN64.pack(b0, 0xFF, n))
+    out += key
+    h = len(out)
+    out += payload
+    if n:
+        x = _XOR
+        out[h::4] = out[h::4].translate(x[key[0]])
+        out[h + 1 :: 4] = out[h + 1 :: 4].translate(x[key[1]])
+        out[h + 2 :: 4] = out[h + 2 :: 4].translate(x[key[2]])
+        out[h + 3 :: 4] = out[h + 3 :: 4].translate(x[key[3]])
+    return out
+
+
+def _text_bytes(data: Any) -> bytes:
+    """A text frame's payload as UTF-8 bytes (``_text``'s checks, without a round
+    trip through ``str`` for bytes given by the caller)."""
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    raw = _iodata(data)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # RFC 6455 section 5.6, as in _text.
+        raise _BadFrame("text frame payload is not valid UTF-8") from None
+    return raw
+
+
 def _frame_event(frame: Any) -> WsEvent:
     """Gun's frame term -> the wsproto event that sends it.
 
@@ -554,6 +611,8 @@ class WsHandler(BaseHandler):
     # (measured: HttpHandler 7.2 -> 7.8 µs a request at 31); slots stay fast.
     __slots__ = (
         "_acc",
+        "_big_left",
+        "_big_parts",
         "_closing_timeout",
         "_conn",
         "_default",
@@ -568,6 +627,7 @@ class WsHandler(BaseHandler):
         "_ev_open",
         "_ev_payload",
         "_failed",
+        "_fast_in",
         "_flow",
         "_handler",
         "_hstate",
@@ -576,6 +636,7 @@ class WsHandler(BaseHandler):
         "_max_size",
         "_out_closed",
         "_paused",
+        "_plain",
         "_proxy",
         "_reading",
         "_silence_pings",
@@ -610,6 +671,15 @@ class WsHandler(BaseHandler):
         self.headers = headers
         self.protocol = protocol
         self._ws = Connection(ConnectionType.CLIENT, extensions=extensions or [])
+        # No extension negotiated: data frames take the lean paths (_data_frame out,
+        # _fast_in in); with permessage-deflate every frame goes through wsproto.
+        self._plain = not extensions
+        # Frame events (gunpy.events) need wsproto's frame headers: no lean receive then.
+        self._fast_in = self._plain and not ctx.events
+        # A large binary frame being received by _fast: the bytes still to come, and
+        # the reads (or pieces of reads) holding what came so far.
+        self._big_left = 0
+        self._big_parts: list[bytes | memoryview] = []
         self._conn = ctx.conn
         self._silence_pings: bool = opts.get("silence_pings", True)
         timeout = opts.get("closing_timeout", DEFAULT_CLOSING_TIMEOUT)
@@ -700,12 +770,107 @@ class WsHandler(BaseHandler):
                 self._finish(cmds, "normal")
             return self._end(cmds)
         try:
+            if self._fast_in:
+                data = self._fast(cmds, data)
+                if not data:
+                    return self._end(cmds)
             self._ws.receive_data(data)
             if not self._paused:
                 self._process(cmds)
         except Exception as exc:  # pragma: no cover - defensive border
             self._crash(cmds, exc)
         return self._end(cmds)
+
+    def _fast(self, cmds: Commands, data: bytes) -> bytes:
+        """Take the plain data frames at the head of ``data`` without wsproto; return
+        the bytes wsproto must see (the first frame we do not take, and all after it).
+
+        wsproto copies every payload byte three to four times (its buffer, a slice
+        per read, ``bytes(payload)``) and we once more to reassemble what it cuts at
+        read boundaries; a large binary frame is kept here as the reads that carry
+        it and joined once.  Only while wsproto is idle: between frames with nothing
+        buffered, no message half-read, its connection OPEN, so wsproto never sees
+        these bytes and its state stays what it would be after them (an unfragmented
+        data frame without extension leaves none).  Only frames whose handling
+        cannot differ from wsproto's: FIN set, RSV zero, opcode text or binary, not
+        masked (RFC 6455 section 5.1: a server never masks), the shortest length
+        encoding (section 5.2), within ``max_message_size``; a text frame only when
+        it is whole in ``data`` and valid UTF-8 (section 8.1), so an invalid one
+        still fails where wsproto fails it, as soon as its bytes arrive.  Anything
+        else — control frames, fragments, a header cut by the read — goes to wsproto.
+        """
+        pos = 0
+        end = len(data)
+        left = self._big_left
+        if left:
+            # The rest of a large binary frame (started below).
+            if end < left:
+                self._big_parts.append(data)
+                self._big_left = left - end
+                return b""
+            parts = self._big_parts
+            parts.append(data if end == left else memoryview(data)[:left])
+            self._big_parts = []
+            self._big_left = 0
+            pos = left
+            if not self._failed:
+                self._dispatch(cmds, ("binary", b"".join(parts)))
+        ws = self._ws
+        proto = ws._proto
+        dec = proto._frame_decoder
+        if (
+            dec.header is not None
+            or len(dec.buffer)
+            or proto._message_decoder.opcode is not None
+            or ws._events
+            or self._acc is not None
+        ):
+            return data[pos:] if pos else data
+        limit = self._max_size
+        while end - pos >= 2:
+            if ws.state is not _OPEN or self._paused or self._failed or self._ended:
+                break
+            b0 = data[pos]
+            if b0 != _OP_BINARY and b0 != _OP_TEXT:
+                break
+            n = data[pos + 1]
+            if n < 126:
+                h = pos + 2
+            elif n == 126:
+                h = pos + 4
+                if h > end:
+                    break
+                n = (data[pos + 2] << 8) | data[pos + 3]
+                if n < 126:
+                    break
+            elif n == 127:
+                h = pos + 10
+                if h > end:
+                    break
+                n = int.from_bytes(data[pos + 2 : h], "big")
+                if n < 65536 or n >> 63:
+                    break
+            else:
+                break  # masked
+            if limit is not None and n > limit:
+                break
+            if end - h < n:
+                if b0 != _OP_BINARY:
+                    break
+                # A binary frame longer than this read: collect its reads.
+                self._big_parts = [memoryview(data)[h:]] if h < end else []
+                self._big_left = n - (end - h)
+                return b""
+            if b0 == _OP_BINARY:
+                self._dispatch(cmds, ("binary", data[h : h + n]))
+            else:
+                try:
+                    text = data[h : h + n].decode("utf-8")
+                except UnicodeDecodeError:
+                    break  # wsproto fails it (1007), with its own reason text
+                self._dispatch(cmds, ("text", text))
+            pos = h + n
+        return data[pos:] if pos else data
 
     def handle_eof(self) -> Commands:
         cmds = self._begin()
@@ -737,7 +902,7 @@ class WsHandler(BaseHandler):
         cmds = self._begin()
         # A single frame is accepted too (gun:ws_send/3 takes Frame | [Frame]).
         items: list[Any] = frames if isinstance(frames, list) else [frames]
-        out: list[bytes] = []
+        out: list[bytes | bytearray] = []
         for frame in items:
             # After our close (sent by the user, a shutdown or a protocol error),
             # RFC 6455 section 5.5.1 forbids more data frames and wsproto refuses
@@ -745,8 +910,25 @@ class WsHandler(BaseHandler):
             if self._out_closed or self._ended:
                 break
             try:
-                event = _frame_event(frame)
-                out.append(self._ws.send(event))
+                # Text and binary frames without an extension: built here (see
+                # _data_frame); wsproto keeps its state, as it never sees them: its
+                # send only tests the state (OPEN, tested here) and tracks the
+                # opcode of a fragmented message, and we never fragment.
+                event: WsEvent | None = None
+                if (
+                    self._plain
+                    and type(frame) is tuple
+                    and len(frame) == 2
+                    and frame[0] in ("binary", "text")
+                    and self._ws.state is _OPEN
+                ):
+                    if frame[0] == "binary":
+                        out.append(_data_frame(_OP_BINARY, _iodata(frame[1])))
+                    else:
+                        out.append(_data_frame(_OP_TEXT, _text_bytes(frame[1])))
+                else:
+                    event = _frame_event(frame)
+                    out.append(self._ws.send(event))
                 if self._ev:
                     self._send_frame(cmds, frame, b"".join(out), reply_to)
                     out = []
@@ -768,7 +950,7 @@ class WsHandler(BaseHandler):
                     )
                 )
                 break
-            if type(event) is CloseConnection:
+            if event is not None and type(event) is CloseConnection:
                 self._out_closed = True
                 self.user_closed = True
                 if out:

@@ -1230,7 +1230,8 @@ def test_unexpected_wsproto_exception_never_escapes(monkeypatch: pytest.MonkeyPa
         raise AssertionError("wsproto internal")
 
     monkeypatch.setattr(p.client._ws, "receive_data", boom)
-    cmds = p.client.handle(b"\x81\x00")
+    # A ping: whole plain data frames skip wsproto (WsHandler._fast), control frames do not.
+    cmds = p.client.handle(b"\x89\x00")
     assert len(cmds) == 1 and isinstance(cmds[0], Close)
     assert cmds[0].reason[0] == "error" and cmds[0].reason[1][:2] == (
         "connection_error",
@@ -1256,3 +1257,142 @@ def test_random_bytes_never_raise(data: bytes, cuts: list[int]) -> None:
     # Whatever we sent is valid Websocket for the server.
     for ev in p.to_server(cmds):
         assert isinstance(ev, (Pong, CloseConnection))
+
+
+# ---------------------------------------------------------------------------
+# The lean data-frame paths (WsHandler._fast in, _data_frame out): same messages,
+# same commands as wsproto's path, whatever the frames and the read boundaries.
+# ---------------------------------------------------------------------------
+
+
+def _run_reads(opts: dict[str, Any], reads: list[bytes], fast: bool) -> list[Any]:
+    p = Pair(opts)
+    p.client._fast_in = fast
+    out: list[Any] = []
+
+    def note(cmds: list[Any]) -> None:
+        for c in cmds:
+            if isinstance(c, Send):
+                # Our own frames are masked with a random key: compare what they say.
+                out.append(("send", _decode_sent(c.data)))
+            elif isinstance(c, Deliver):
+                out.append(("deliver", c.msg))
+            else:
+                out.append(c)
+
+    for r in reads:
+        note(p.client.handle(r))
+        while p.client._paused:
+            note(p.client.update_flow(REF, 1))
+    return out
+
+
+def _decode_sent(data: bytes) -> Any:
+    server = Connection(ConnectionType.SERVER)
+    server.receive_data(bytes(data))
+    return [(type(e).__name__, getattr(e, "data", getattr(e, "payload", None))) for e in server.events()]
+
+
+_FRAMES = st.one_of(
+    st.builds(lambda b: raw_frame(0x2, b), st.binary(max_size=300)),
+    st.builds(
+        lambda n: raw_frame(0x2, bytes(range(256)) * (n // 256) + b"x" * (n % 256)),
+        st.sampled_from([125, 126, 65535, 65536, 70000]),
+    ),
+    st.builds(lambda t: raw_frame(0x1, t.encode()), st.text(max_size=50)),
+    st.builds(lambda b: raw_frame(0x1, b), st.binary(max_size=8)),  # often invalid UTF-8
+    st.builds(lambda b: raw_frame(0x9, b), st.binary(max_size=10)),
+    st.builds(lambda b: raw_frame(0xA, b), st.binary(max_size=10)),
+    st.just(raw_frame(0x2, b"ab", fin=False) + raw_frame(0x0, b"cd")),
+    st.just(raw_frame(0x1, b"\xc3", fin=False) + raw_frame(0x0, b"\xa9")),
+    st.just(raw_frame(0x2, b"masked", mask=True)),
+    st.just(b"\x82\x7e\x00\x05hello"),  # 16-bit length for 5 bytes (RFC 6455 5.2: refused)
+    st.just(raw_frame(0x2, b"r", rsv=4)),
+    st.just(raw_frame(0x2, b"y" * 300)),
+    st.just(raw_frame(0x1, b"t" * 300)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    frames=st.lists(_FRAMES, min_size=1, max_size=6),
+    cuts=st.lists(st.integers(min_value=1, max_value=70000), max_size=6),
+    opts=st.sampled_from([{}, {"flow": 1}, {"max_message_size": 200}, {"silence_pings": False}]),
+)
+def test_fast_receive_same_as_wsproto(frames: list[bytes], cuts: list[int], opts: dict[str, Any]) -> None:
+    wire = b"".join(frames)
+    points = sorted({c % len(wire) for c in cuts} - {0})
+    reads = [wire[a:b] for a, b in zip([0, *points], [*points, len(wire)], strict=True)]
+    assert _run_reads(opts, reads, fast=True) == _run_reads(opts, reads, fast=False)
+
+
+_BIG = bytes(range(256)) * 300
+
+
+@pytest.mark.parametrize(
+    ("opts", "wire", "cut"),
+    [
+        ({"max_message_size": 200}, raw_frame(0x2, _BIG[:300]), 0),
+        ({"max_message_size": 200}, raw_frame(0x2, _BIG[:300]), 100),
+        ({"max_message_size": 200}, raw_frame(0x1, b"a" * 300), 0),
+        ({"max_message_size": 300}, raw_frame(0x2, _BIG[:300]) + raw_frame(0x2, b"z"), 0),
+        ({}, raw_frame(0x1, b"ok") + raw_frame(0x1, b"\xce\xba\xff") + raw_frame(0x1, b"no"), 0),
+        ({}, raw_frame(0x1, b"\xce\xba\xce"), 3),  # cut text: wsproto decodes it
+        ({"flow": 1}, raw_frame(0x2, b"a") + raw_frame(0x2, _BIG) + raw_frame(0x1, b"c"), 0),
+        ({"flow": 1}, raw_frame(0x2, _BIG) + raw_frame(0x2, b"b") + raw_frame(0x2, _BIG), 9000),
+        ({}, b"\x82\x7e\x00\x05hello", 0),  # 16-bit length for 5 bytes
+        ({}, b"\x82\x7f" + struct.pack("!Q", 300) + _BIG[:300], 0),  # 64-bit for 300
+        ({}, b"\x82\x7f" + struct.pack("!Q", 1 << 63), 0),  # 64-bit length with the MSB set
+        ({}, raw_frame(0x2, b"m", mask=True), 0),
+        ({}, raw_frame(0x2, b"r", rsv=4), 0),
+        ({}, raw_frame(0x3, b"?"), 0),  # reserved opcode
+        ({}, raw_frame(0x2, _BIG), 1),  # header cut: wsproto takes the frame
+        ({}, raw_frame(0x2, _BIG), 5),
+        ({}, raw_frame(0x2, b"ab", fin=False) + raw_frame(0x9, b"p") + raw_frame(0x0, b"c"), 0),
+        ({}, raw_frame(0x0, b"c"), 0),  # continuation with no message
+        ({}, raw_frame(0x2, _BIG) + raw_frame(0x8, b"\x03\xe8bye") + raw_frame(0x2, b"x"), 7),
+    ],
+)
+def test_fast_receive_cases(opts: dict[str, Any], wire: bytes, cut: int) -> None:
+    reads = [wire[:cut], wire[cut:]] if cut else [wire]
+    assert _run_reads(opts, reads, fast=True) == _run_reads(opts, reads, fast=False)
+
+
+def test_fast_receive_large_binary_over_many_reads() -> None:
+    p = Pair()
+    blob = bytes(range(256)) * 4096  # 1 MiB
+    wire = raw_frame(0x2, blob) + raw_frame(0x9, b"p") + raw_frame(0x1, "é".encode())
+    got: list[Any] = []
+    pong = b""
+    for i in range(0, len(wire), 65536):
+        cmds = p.client.handle(wire[i : i + 65536])
+        got += delivered(cmds)
+        pong += sent(cmds)
+    assert got == [gun_ws(("binary", blob)), gun_ws(("text", "é"))]
+    assert type(got[0][3][1]) is bytes
+    p.server.receive_data(pong)
+    assert [type(e) for e in p.server.events()] == [Pong]
+    # wsproto never saw the payload and is between frames, as after any whole frame.
+    assert p.client._big_left == 0 and len(p.client._ws._proto._frame_decoder.buffer) == 0
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 125, 126, 65535, 65536, 1 << 20])
+@pytest.mark.parametrize("kind", ["binary", "text"])
+def test_data_frame_out_decodes(n: int, kind: str) -> None:
+    p = Pair()
+    payload: Any = bytes(i % 251 for i in range(n)) if kind == "binary" else "é" * (n // 2)
+    cmds = p.client.ws_send(REF, p.reply_to, [(kind, payload), (kind, [payload, payload])])
+    wire = sent(cmds)
+    # RFC 6455 5.2: FIN, no RSV, mask bit set, shortest length encoding.
+    assert wire[0] == (0x82 if kind == "binary" else 0x81) and wire[1] & 0x80
+    events = p.to_server(cmds)
+    assert [e.data for e in events] == [payload, payload * 2]
+
+
+def test_data_frame_out_text_bytes_checked() -> None:
+    p = Pair()
+    cmds = p.client.ws_send(REF, p.reply_to, [("text", b"caf\xc3\xa9"), ("text", b"\xff")])
+    assert [e.data for e in p.to_server(cmds)] == ["café"]
+    assert delivered(cmds) == [
+        ("gun_error", CONN, REF, ("badarg", "Invalid Websocket frame: text frame payload is not valid UTF-8"))
+    ]
