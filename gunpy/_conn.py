@@ -118,8 +118,15 @@ _RECV_SIZE = 65536  # >= 128 KiB costs a fresh mmap per recv (ARCHITECTURE 8)
 _recv_bufs: list[bytearray] = []
 
 
-def _recv(sock: socket.socket) -> bytes:
-    """``sock.recv(_RECV_SIZE)`` without the 64 KiB allocation per call."""
+def _recv(sock: socket.socket, size: int = _RECV_SIZE) -> bytes:
+    """``sock.recv(size)`` without the 64 KiB allocation per call."""
+    if size > _RECV_SIZE:
+        # The rest of a long body or frame (the handler's recv_size): written by
+        # the kernel directly into a block of its own, shrunk to what arrived (a
+        # copy out of a reused 1 MiB buffer would cost a memcpy per MiB, and a
+        # pool of such buffers would keep them all).  A block this big is
+        # normally mmap'd by glibc, so it does not pin the heap either.
+        return sock.recv(size)
     try:
         buf = _recv_bufs.pop()
     except IndexError:
@@ -855,7 +862,7 @@ class Connection(pykka.ThreadingActor):
             return
         sock = self.sock
         try:
-            data = _recv(sock)
+            data = _recv(sock, self.handler.recv_size())
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
             return
         except ssl.SSLWantWriteError:  # pragma: no cover - renegotiation

@@ -63,6 +63,13 @@ class HandlerContext:
     events: bool = False
 
 
+#: Bytes asked of one read of the socket: a ``recv`` of 128 KiB or more costs a fresh
+#: mmap per call (ARCHITECTURE 8), worth it only when that much is surely coming.
+RECV_SIZE = 65536
+#: The most ``recv_size`` asks for when the handler knows that much is coming.
+RECV_SIZE_MAX = 1 << 20
+
+
 class ProtocolHandler(Protocol):
     """The interface every protocol module implements (Gun's implicit one)."""
 
@@ -151,6 +158,12 @@ class ProtocolHandler(Protocol):
 
     def active(self) -> bool:
         """Whether the socket should be read now (False while a flow budget is spent)."""
+        ...
+
+    def recv_size(self) -> int:
+        """How many bytes the next read asks for: ``RECV_SIZE``, or up to
+        ``RECV_SIZE_MAX`` while the rest of a long body or frame is pending (fewer
+        reads, so fewer passes through the actor and fewer messages to the owner)."""
         ...
 
 
@@ -282,3 +295,6 @@ class BaseHandler:
 
     def active(self) -> bool:
         return True
+
+    def recv_size(self) -> int:
+        return RECV_SIZE

@@ -78,6 +78,8 @@ from .base import (
     BADSTATE_ALREADY_CLOSED,
     BADSTATE_NOT_FOUND,
     BADSTATE_WS_ONLY,
+    RECV_SIZE,
+    RECV_SIZE_MAX,
     BaseHandler,
     HandlerContext,
     Headers,
@@ -1372,6 +1374,21 @@ class HttpHandler(BaseHandler):
 
     def active(self) -> bool:
         return not self._paused
+
+    def recv_size(self) -> int:
+        # The rest of a content-length body (RFC 9112 6.3) or of a chunk (7.1) is
+        # surely coming: read it in as few reads as possible, each one gun_data as
+        # before.  Not for a stream under flow control (Gun 4.5): there a gun_data
+        # is what the budget counts, and a read per message bounds what it admits.
+        left = self._left
+        if (
+            left > RECV_SIZE
+            and (self._in == _LEN or self._in == _CHUNK_DATA)
+            and self._streams
+            and self._streams[0].flow is None
+        ):
+            return min(left, RECV_SIZE_MAX)
+        return RECV_SIZE
 
     def stream_info(self, ref: Any) -> dict[str, Any] | None:
         for st in self._streams:

@@ -100,7 +100,14 @@ from .._commands import (
     SetActive,
     StartTimer,
 )
-from .base import BADSTATE_WS_ONLY, BaseHandler, HandlerContext, Headers
+from .base import (
+    BADSTATE_WS_ONLY,
+    RECV_SIZE,
+    RECV_SIZE_MAX,
+    BaseHandler,
+    HandlerContext,
+    Headers,
+)
 
 __all__ = [
     "DEFAULT_CLOSING_TIMEOUT",
@@ -1008,6 +1015,11 @@ class WsHandler(BaseHandler):
 
     def active(self) -> bool:
         return not self._paused
+
+    def recv_size(self) -> int:
+        # The rest of a large binary frame taken by _fast is surely coming.
+        left = self._big_left
+        return min(left, RECV_SIZE_MAX) if left > RECV_SIZE else RECV_SIZE
 
     def stream_info(self, ref: Any) -> dict[str, Any] | None:
         if ref != self.ref:

@@ -1526,3 +1526,29 @@ def test_defaults() -> None:
     assert h.content_handlers == ["data"]
     assert h.name == "http"
     assert h.init() == []
+
+
+def test_recv_size_follows_a_long_body() -> None:
+    """The actor's next read asks for what remains of a long content-length body or
+    chunk (up to RECV_SIZE_MAX), else RECV_SIZE; never under flow control."""
+    from gunpy.protocols.base import RECV_SIZE, RECV_SIZE_MAX
+
+    h = mk()
+    get(h)
+    get(h, "r2")
+    assert h.recv_size() == RECV_SIZE  # waiting for a head
+    h.handle(b"HTTP/1.1 200 OK\r\ncontent-length: 3000000\r\n\r\n" + b"x" * 1000)
+    assert h.recv_size() == RECV_SIZE_MAX
+    h.handle(b"x" * (3000000 - 1000 - 200000))
+    assert h.recv_size() == 200000
+    h.handle(b"x" * (200000 - RECV_SIZE))
+    assert h.recv_size() == RECV_SIZE
+    h.handle(b"x" * RECV_SIZE + b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    assert h.recv_size() == RECV_SIZE
+    h.handle(b"30d40\r\n" + b"y" * 10)  # a 200,000-byte chunk
+    assert h.recv_size() == 200000 - 10
+
+    h = mk()
+    get(h, req_opts={"flow": 5})
+    h.handle(b"HTTP/1.1 200 OK\r\ncontent-length: 3000000\r\n\r\n")
+    assert h.recv_size() == RECV_SIZE

@@ -1396,3 +1396,19 @@ def test_data_frame_out_text_bytes_checked() -> None:
     assert delivered(cmds) == [
         ("gun_error", CONN, REF, ("badarg", "Invalid Websocket frame: text frame payload is not valid UTF-8"))
     ]
+
+
+def test_recv_size_follows_a_large_frame() -> None:
+    from gunpy.protocols.base import RECV_SIZE, RECV_SIZE_MAX
+
+    p = Pair()
+    assert p.client.recv_size() == RECV_SIZE
+    wire = raw_frame(0x2, b"z" * (3 << 20))
+    p.client.handle(wire[:1000])
+    assert p.client.recv_size() == RECV_SIZE_MAX
+    p.client.handle(wire[1000 : len(wire) - 100000])
+    assert p.client.recv_size() == 100000
+    assert delivered(p.client.handle(wire[len(wire) - 100000 :])) == [
+        gun_ws(("binary", b"z" * (3 << 20)))
+    ]
+    assert p.client.recv_size() == RECV_SIZE
