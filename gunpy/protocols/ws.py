@@ -17,9 +17,18 @@ Incoming
     ``("gun_ws", conn, ref, frame)``; pings and pongs are forwarded only with
     ``silence_pings: False``.  Pongs to the server's pings are always sent.
 
+    Plain data frames skip wsproto (``_fast``): with no extension negotiated and no
+    event handler, an unfragmented, unmasked text or binary frame that wsproto would
+    accept is taken directly while wsproto's decoder sits between frames, and a
+    large binary frame is kept as the reads that carry it and joined once (wsproto
+    copies each payload byte three or four times).  Everything else goes through
+    wsproto; ``recv_size`` asks the actor for the rest of such a frame in one read.
+
 Outgoing
-    ``ws_send`` encodes Gun's frame terms in order (masked by wsproto, RFC 6455
-    section 5.3) into one ``Send``, and stops after a close.
+    ``ws_send`` encodes Gun's frame terms in order (masked, RFC 6455 section 5.3)
+    into one ``Send``, and stops after a close.  Text and binary frames without an
+    extension are built by ``_data_frame`` in one buffer; control frames and
+    compressed frames by wsproto.
 
 Closing (RFC 6455 section 7, Gun's behaviour, gun-reference 4.7)
     * The server closes: the user gets the close frame, we answer
