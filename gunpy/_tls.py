@@ -16,7 +16,7 @@ import errno
 import ipaddress
 import socket
 import ssl
-from typing import Any
+from typing import Any, cast
 
 _ALPN = {"http": "http/1.1", "http2": "h2"}
 
@@ -119,19 +119,37 @@ class TlsLayer:
         )
 
 
+# Reused read buffers (as _conn._recv_bufs, for the same reason): ``read(65536)``
+# allocates 64 KiB and shrinks it to what came, and the small survivors fragment
+# the malloc arenas of long-running connections (docs/guide/failures.md, "Leaks
+# and the soak").  A buffer is held for one call only.
+_read_bufs: list[bytearray] = []
+
+
 def tls_read(layer: TlsLayer) -> bytes | None:
     """All the plaintext a layer can give now; None when its peer closed."""
+    try:
+        buf = _read_bufs.pop()
+    except IndexError:
+        buf = bytearray(65536)
     parts: list[bytes] = []
-    while True:
-        try:
-            chunk = layer.obj.read(65536)
-        except ssl.SSLWantReadError:
-            break
-        except ssl.SSLZeroReturnError:
-            return None
-        if not chunk:
-            return None
-        parts.append(chunk)
+    try:
+        with memoryview(buf) as view:
+            while True:
+                try:
+                    # With a buffer, read() returns a count (typeshed says bytes).
+                    n = cast(int, layer.obj.read(65536, buf))
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:
+                    return None
+                if not n:
+                    return None
+                parts.append(view[:n].tobytes())
+    finally:
+        _read_bufs.append(buf)
+    if not parts:
+        return b""
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
