@@ -215,6 +215,7 @@ class _Stream:
         "destination",
         "content",
         "cookie_uri",
+        "ev_later",
     )
 
     def __init__(self, ref: Any, reply_to: ReplyTo, method: str, flow: int | None) -> None:
@@ -236,6 +237,7 @@ class _Stream:
         self.destination: dict[str, Any] = {}  # a CONNECT's tunnel destination
         self.content: list[Any] | None = None  # content handler chain; None: gun_data
         self.cookie_uri: tuple[str, str] | None = None  # (authority, path), with a cookie store
+        self.ev_later: list[Any] | None = None  # events for when a held request is written
 
 
 def _tokens(value: str) -> list[str]:
@@ -454,7 +456,7 @@ class HttpHandler(BaseHandler):
                 cmds, st, "request" if body is not None else "headers", method, path, sent
             )
             if body is not None:
-                self._ev_stream(cmds, "request_end", st)
+                self._ev_request_end(cmds, st)
         return cmds
 
     # -- events (Gun 4.14, gunpy.events); only built when ctx.events is set -----------
@@ -474,9 +476,25 @@ class HttpHandler(BaseHandler):
             # Gun: a CONNECT's authority is its target; there is no path.
             ev["authority"] = path
             del ev["path"]
-        # Gun: request_start before the head is written, request_headers after.
+        # Gun: request_start before the head is written, request_headers after
+        # (for a held request: when _flush_unsent writes it).
         cmds.insert(0, Event("request_start", ev))
-        cmds.append(Event("request_headers", dict(ev)))
+        self._ev_written(cmds, st, Event("request_headers", dict(ev)))
+
+    def _ev_written(self, cmds: Commands, st: _Stream, event: Event) -> None:
+        """An event that follows the request's bytes: now, or when a held request
+        is written."""
+        if st.pending is None:
+            cmds.append(event)
+        elif st.ev_later is None:
+            st.ev_later = [event]
+        else:
+            st.ev_later.append(event)
+
+    def _ev_request_end(self, cmds: Commands, st: _Stream) -> None:
+        self._ev_written(
+            cmds, st, Event("request_end", {"stream_ref": st.ref, "reply_to": st.reply_to})
+        )
 
     def _ev_stream(self, cmds: Commands, name: str, st: _Stream, **extra: Any) -> None:
         ev = {"stream_ref": st.ref, "reply_to": st.reply_to}
@@ -520,7 +538,7 @@ class HttpHandler(BaseHandler):
                 0,
                 Event("ws_upgrade", {"stream_ref": ref, "reply_to": reply_to, "opts": ws_opts}),
             )
-            self._ev_stream(cmds, "request_end", st)
+            self._ev_request_end(cmds, st)
         return cmds
 
     def _cookie_target(self, headers: Headers, path: str) -> tuple[str, str]:
@@ -584,7 +602,7 @@ class HttpHandler(BaseHandler):
         cmds = self._enqueue(st, self._serialize("CONNECT", authority, out))
         if self._ev:
             self._ev_request(cmds, st, "connect", "CONNECT", authority, out)
-            self._ev_stream(cmds, "request_end", st)
+            self._ev_request_end(cmds, st)
         return cmds
 
     def _request_closes(self, tokens: list[str] | None) -> bool:
@@ -647,6 +665,9 @@ class HttpHandler(BaseHandler):
             st.pending = None
             cmds.append(Send(b"".join(pending)))
             self._start(st)
+            if st.ev_later is not None:
+                cmds.extend(st.ev_later)
+                st.ev_later = None
 
     def data(self, ref: Any, reply_to: ReplyTo, fin: str, data: bytes) -> Commands:
         st = self._out_stream
@@ -704,7 +725,7 @@ class HttpHandler(BaseHandler):
             if is_fin:
                 st.out_done = True
                 if self._ev:
-                    return [Event("request_end", {"stream_ref": st.ref, "reply_to": st.reply_to})]
+                    self._ev_request_end([], st)  # held: comes with the write
             return []
         cmds = [Send(out)] if out else []
         if is_fin:

@@ -73,6 +73,21 @@ def test_http_request_and_response(events: bool) -> None:
     assert start["authority"] == "example.org" and start["headers"][-1] == ("host", "example.org")
 
 
+def test_http_held_request_events_come_with_its_write() -> None:
+    """A request held behind a body still being streamed (a pipelining barrier):
+    request_start when it is made, request_headers/request_end when it is
+    written, after the first request's request_end."""
+    h = HttpHandler(ctx(True), {})
+    rt = Rec()
+    first = h.request("r1", rt, "POST", "/up", [], None, {})
+    assert kinds(first) == ["request_start", "send", "request_headers"]
+    held = h.request("r2", rt, "GET", "/", [], b"", {})
+    assert kinds(held) == ["request_start"]
+    more = h.data("r1", rt, "fin", b"x")
+    assert kinds(more) == ["send", "request_end", "send", "request_headers", "request_end"]
+    assert [c.event["stream_ref"] for c in more if isinstance(c, Event)] == ["r1", "r2", "r2"]
+
+
 def test_http_chunked_response_end_follows_the_last_data() -> None:
     """Gun emits response_end before the last gun_data of a chunked body (its
     @todo); gunpy after it, where it belongs."""
