@@ -140,6 +140,34 @@ def test_connect_tls_events(scripted_origin: OriginFactory, tls_pair: TLSPair) -
     origin.accept()
 
 
+def test_connect_by_name_and_over_a_unix_socket(scripted_origin: OriginFactory) -> None:
+    """A host name goes through getaddrinfo (lookup_info lists what it gave); a
+    Unix socket's "lookup" is its path (Gun: the address is {local, Path})."""
+    origin = scripted_origin()
+    conn = gunpy.open("localhost", origin.port, {"retry": 0, "event_handler": forward()})[1]
+    try:
+        assert gunpy.await_up(conn) == ("ok", "http")
+        evs = events_until(conn, "connect_end")
+        assert names(evs) == CONNECTING
+        assert evs[1][1]["host"] == "localhost"
+        info = evs[2][1]["lookup_info"]
+        assert "127.0.0.1" in info["ip_addresses"] and info["port"] == origin.port
+        assert evs[4][1]["protocol"] == "http"
+        origin.accept()
+    finally:
+        gunpy.close(conn)
+    assert next_event(conn)[0] == "terminate"
+
+    unix = scripted_origin(unix=True)
+    conn = unix.open({"event_handler": forward()})
+    assert gunpy.await_up(conn) == ("ok", "http")
+    evs = events_until(conn, "connect_end")
+    assert names(evs) == CONNECTING
+    assert evs[0][1]["transport"] == "tcp" and evs[1][1]["host"] == unix.path
+    assert evs[2][1]["lookup_info"]["ip_addresses"] == [unix.path]
+    unix.accept()
+
+
 def test_connect_refused_then_retries_exhausted(origin: ScriptedOrigin) -> None:
     """Retry (event_SUITE connect_end_error, gun_SUITE retry_1): each attempt is
     domain_lookup + connect with an error; terminate says why the process ended."""
