@@ -96,7 +96,7 @@ from ._tls import tls_read as _tls_read
 from ._tls import tls_reason as tls_reason
 from .events import Dispatcher
 from .protocols import handler_class
-from .protocols.base import HandlerContext
+from .protocols.base import BADSTATE_NOT_A_TUNNEL, HandlerContext
 
 log = logging.getLogger("gunpy")
 
@@ -158,7 +158,6 @@ _OPS = frozenset(
 # The operations that open a stream (their ref says which tunnel they go through).
 _NEW_STREAM_OPS = frozenset({"$request", "$ws_upgrade", "$connect"})
 
-BADSTATE_NOT_A_TUNNEL = "The stream is not a tunnel."
 BADSTATE_TUNNEL_REQUIRED = (
     "This connection goes through a CONNECT tunnel: pass the CONNECT's stream "
     "reference in the tunnel option."

@@ -170,6 +170,7 @@ class ProtocolHandler(Protocol):
 BADSTATE_WS_ONLY = "This connection only accepts Websocket frames."
 BADSTATE_NOT_FOUND = "The stream cannot be found."
 BADSTATE_ALREADY_CLOSED = "The stream has already been closed."
+BADSTATE_NOT_A_TUNNEL = "The stream is not a tunnel."
 BADSTATE_WS_NOT_UPGRADED = (
     "This connection does not currently accept Websocket frames. "
     "The Websocket upgrade was not performed. "

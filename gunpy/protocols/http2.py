@@ -135,6 +135,7 @@ from .._process import make_ref
 from . import content as _content
 from .base import (
     BADSTATE_ALREADY_CLOSED,
+    BADSTATE_NOT_A_TUNNEL,
     BADSTATE_NOT_FOUND,
     BaseHandler,
     HandlerContext,
@@ -1020,17 +1021,23 @@ class Http2Handler(BaseHandler):
         body: bytes | None,
         req_opts: dict[str, Any],
     ) -> Commands:
+        op = ("$request", ref, reply_to, method, path, headers, body, req_opts)
+        return self._new_stream(op, self._request)
+
+    def _new_stream(self, op: tuple[Any, ...], run: Callable[..., None]) -> Commands:
+        """A new stream (``request``, ``ws_upgrade``, ``connect``): into the tunnel
+        its ref names, refused when the ref names no tunnel of ours, else
+        ``run(cmds, *op[1:])``, whose exceptions never reach the actor (base.py)."""
+        ref, reply_to = op[1], op[2]
         t = self._through(ref)
         if t is not None:
-            return self._tun_op(
-                t, ("$request", ref, reply_to, method, path, headers, body, req_opts)
-            )
+            return self._tun_op(t, op)
         if self._deep(ref):
-            return self.stream_error(reply_to, ref, ("badstate", "The stream is not a tunnel."))
+            return self.stream_error(reply_to, ref, ("badstate", BADSTATE_NOT_A_TUNNEL))
         cmds: Commands = []
         try:
-            self._request(cmds, ref, reply_to, method, path, headers, body, req_opts)
-        except Exception as e:  # never raised to the actor (base.py)
+            run(cmds, *op[1:])
+        except Exception as e:
             self._internal(cmds, e)
         return cmds
 
@@ -1226,17 +1233,8 @@ class Http2Handler(BaseHandler):
     def ws_upgrade(
         self, ref: Any, reply_to: ReplyTo, path: str, headers: Headers, ws_opts: dict[str, Any]
     ) -> Commands:
-        t = self._through(ref)
-        if t is not None:
-            return self._tun_op(t, ("$ws_upgrade", ref, reply_to, path, headers, ws_opts))
-        if self._deep(ref):
-            return self.stream_error(reply_to, ref, ("badstate", "The stream is not a tunnel."))
-        cmds: Commands = []
-        try:
-            self._ws_upgrade(cmds, ref, reply_to, path, headers, ws_opts)
-        except Exception as e:
-            self._internal(cmds, e)
-        return cmds
+        op = ("$ws_upgrade", ref, reply_to, path, headers, ws_opts)
+        return self._new_stream(op, self._ws_upgrade)
 
     def _ws_upgrade(
         self,
@@ -1459,17 +1457,8 @@ class Http2Handler(BaseHandler):
         headers: Headers,
         req_opts: dict[str, Any],
     ) -> Commands:
-        t = self._through(ref)
-        if t is not None:
-            return self._tun_op(t, ("$connect", ref, reply_to, destination, headers, req_opts))
-        if self._deep(ref):
-            return self.stream_error(reply_to, ref, ("badstate", "The stream is not a tunnel."))
-        cmds: Commands = []
-        try:
-            self._connect(cmds, ref, reply_to, destination, headers, req_opts)
-        except Exception as e:
-            self._internal(cmds, e)
-        return cmds
+        op = ("$connect", ref, reply_to, destination, headers, req_opts)
+        return self._new_stream(op, self._connect)
 
     def _connect(
         self,
@@ -1590,7 +1579,7 @@ class Http2Handler(BaseHandler):
         if st is None:
             st = self._refs.get(tunnel)
             if st is None or st.kind != _TUN:
-                return self.stream_error(reply_to, ref, ("badstate", "The stream is not a tunnel."))
+                return self.stream_error(reply_to, ref, ("badstate", BADSTATE_NOT_A_TUNNEL))
         return self._tun_op(st, ("$ping", ref, reply_to, tunnel))
 
     def _proxy_info(self) -> dict[str, Any]:

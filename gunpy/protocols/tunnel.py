@@ -53,9 +53,8 @@ from .._commands import (
 )
 from .._tls import TlsLayer, client_context, negotiated, server_hostname, tls_read, tls_reason
 from . import handler_class
-from .base import HandlerContext
+from .base import BADSTATE_NOT_A_TUNNEL, HandlerContext
 
-BADSTATE_NOT_A_TUNNEL = "The stream is not a tunnel."
 BADSTATE_TUNNEL_REQUIRED = (
     "This stream goes through a CONNECT tunnel: pass the CONNECT's stream "
     "reference in the tunnel option."
