@@ -274,7 +274,24 @@ def _host_header(ctx: HandlerContext) -> str:
     return f"{host}:{port}"
 
 
-class HttpHandler(BaseHandler):
+class HttpOptions:
+    """The options HTTP/1.1 and HTTP/2 share, as read-only attributes of the
+    handler (Gun's ``content_handlers`` and ``cookie_ignore_informational``),
+    read from its validated ``opts``."""
+
+    __slots__ = ()
+    opts: dict[str, Any]
+
+    @property
+    def content_handlers(self) -> list[Any]:
+        return self.opts["content_handlers"]  # type: ignore[no-any-return]
+
+    @property
+    def cookie_ignore_informational(self) -> bool:
+        return self.opts["cookie_ignore_informational"]  # type: ignore[no-any-return]
+
+
+class HttpHandler(HttpOptions, BaseHandler):
     """Gun's ``gun_http``: pipelined HTTP/1.1 (or 1.0) requests and their responses."""
 
     name: ClassVar[str] = "http"
@@ -314,17 +331,6 @@ class HttpHandler(BaseHandler):
         "_version",
         "opts",
     )
-
-    # The option values, from ``opts``: not instance attributes, because CPython
-    # 3.11 shares an instance dict's keys (fast attribute access) only up to 30
-    # attributes, and the hot path reads this handler's attributes all the time.
-    @property
-    def content_handlers(self) -> list[Any]:
-        return self.opts["content_handlers"]  # type: ignore[no-any-return]
-
-    @property
-    def cookie_ignore_informational(self) -> bool:
-        return self.opts["cookie_ignore_informational"]  # type: ignore[no-any-return]
 
     def __init__(self, ctx: HandlerContext, opts: dict[str, Any] | None = None) -> None:
         super().__init__(ctx)

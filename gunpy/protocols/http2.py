@@ -141,7 +141,7 @@ from .base import (
     HandlerContext,
     Headers,
 )
-from .http import _host_header
+from .http import HttpOptions, _host_header
 
 __all__ = ["Http2Handler", "check_options"]
 
@@ -418,7 +418,7 @@ class _Stream:
         self.destination: dict[str, Any] = {}  # a CONNECT's
 
 
-class Http2Handler(BaseHandler):
+class Http2Handler(HttpOptions, BaseHandler):
     """Gun's ``gun_http2``: concurrent streams on one HTTP/2 connection."""
 
     name: ClassVar[str] = "http2"
@@ -462,17 +462,6 @@ class Http2Handler(BaseHandler):
     )
     #: Streams may be tunnels (CONNECT): refs through them reach this handler.
     tunnels: ClassVar[bool] = True
-
-    # The option values, from ``opts``: not instance attributes, because CPython
-    # 3.11 shares an instance dict's keys (fast attribute access) only up to 30
-    # attributes, and the hot path reads this handler's attributes all the time.
-    @property
-    def content_handlers(self) -> list[Any]:
-        return self.opts["content_handlers"]  # type: ignore[no-any-return]
-
-    @property
-    def cookie_ignore_informational(self) -> bool:
-        return self.opts["cookie_ignore_informational"]  # type: ignore[no-any-return]
 
     def __init__(self, ctx: HandlerContext, opts: dict[str, Any] | None = None) -> None:
         super().__init__(ctx)
