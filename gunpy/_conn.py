@@ -94,7 +94,7 @@ from ._tls import errno_reason as errno_reason
 from ._tls import negotiated
 from ._tls import tls_read as _tls_read
 from ._tls import tls_reason as tls_reason
-from .events import Dispatcher
+from .events import _Dispatcher
 from .protocols import handler_class
 from .protocols.base import BADSTATE_NOT_A_TUNNEL, HandlerContext
 
@@ -476,7 +476,7 @@ class Connection(pykka.ThreadingActor):
         )
         # event_handler (Gun 4.14, gunpy.events): None costs nothing anywhere.
         eh = opts.get("event_handler")
-        self.ev: Dispatcher | None = Dispatcher(eh[0], eh[1]) if eh is not None else None
+        self.ev: _Dispatcher | None = _Dispatcher(eh[0], eh[1]) if eh is not None else None
         self.ctx.events = self.ev is not None
         self.lookup_info: dict[str, Any] | None = None
 

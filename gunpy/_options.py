@@ -212,9 +212,9 @@ def check_options(opts: Any) -> tuple[str, Any] | None:
         elif k == "cookie_store":
             ok = _is_cookie_store(v)
         elif k == "event_handler":
-            from .events import check_event_handler
+            from .events import _check_event_handler
 
-            ok = check_event_handler(v)
+            ok = _check_event_handler(v)
         else:
             # Unknown keys: refused by name rather than silently ignored.
             ok = False

@@ -263,7 +263,7 @@ def format_event(event: dict[str, Any]) -> str:
 # -- used by the connection actor ------------------------------------------------------
 
 
-def check_event_handler(v: Any) -> bool:
+def _check_event_handler(v: Any) -> bool:
     """Is ``v`` an ``event_handler`` option value: ``(handler, state)``?"""
     if not isinstance(v, tuple) or len(v) != 2:
         return False
@@ -271,7 +271,7 @@ def check_event_handler(v: Any) -> bool:
     return any(callable(getattr(h, n, None)) for n in EVENTS)
 
 
-class Dispatcher:
+class _Dispatcher:
     """The connection's side: calls ``handler.name(event, state)`` and keeps the state."""
 
     __slots__ = ("handler", "state", "_cache")
