@@ -105,7 +105,21 @@ for _name in EVENTS:
 del _name
 
 
-class LoggingEventHandler(EventHandler):
+class _EveryEvent(EventHandler):
+    """A handler that treats every callback alike: ``handler.name(event, state)``
+    is ``handler.on_event(name, event, state)``."""
+
+    def on_event(self, name: str, event: dict[str, Any], state: Any) -> Any:
+        raise NotImplementedError
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _EVENT_SET:
+            on_event = object.__getattribute__(self, "on_event")
+            return lambda event, state: on_event(name, event, state)
+        return object.__getattribute__(self, name)
+
+
+class LoggingEventHandler(_EveryEvent):
     """Logs every event through ``logging`` (default: logger ``gunpy.events``, DEBUG).
 
     The state is passed through untouched, so ``(LoggingEventHandler(), None)``
@@ -116,18 +130,10 @@ class LoggingEventHandler(EventHandler):
         self.logger = logger or log
         self.level = level
 
-    def __getattribute__(self, name: str) -> Any:
-        if name in _EVENT_SET:
-            logger = object.__getattribute__(self, "logger")
-            level = object.__getattribute__(self, "level")
-
-            def callback(event: dict[str, Any], state: Any) -> Any:
-                if logger.isEnabledFor(level):
-                    logger.log(level, "gun event %s %s", name, format_event(event))
-                return state
-
-            return callback
-        return object.__getattribute__(self, name)
+    def on_event(self, name: str, event: dict[str, Any], state: Any) -> Any:
+        if self.logger.isEnabledFor(self.level):
+            self.logger.log(self.level, "gun event %s %s", name, format_event(event))
+        return state
 
 
 class Timeline:
@@ -178,7 +184,7 @@ def _line(ms: float, delta: float, name: str, event: dict[str, Any]) -> str:
     return f"{ms:10.3f} ms {delta:+9.3f}  {name:<22} {format_event(event)}"
 
 
-class TimingEventHandler(EventHandler):
+class TimingEventHandler(_EveryEvent):
     """Records every event with its time in the state, a ``Timeline``.
 
     ``event_handler: (TimingEventHandler(), Timeline())``; read
@@ -186,18 +192,12 @@ class TimingEventHandler(EventHandler):
     ``Timeline(on_event=print)`` to see each line as it happens.
     """
 
-    def __getattribute__(self, name: str) -> Any:
-        if name in _EVENT_SET:
-
-            def callback(event: dict[str, Any], state: Timeline) -> Timeline:
-                state.record(name, event)
-                return state
-
-            return callback
-        return object.__getattribute__(self, name)
+    def on_event(self, name: str, event: dict[str, Any], state: Timeline) -> Timeline:
+        state.record(name, event)
+        return state
 
 
-class ForwardEventHandler(EventHandler):
+class ForwardEventHandler(_EveryEvent):
     """Sends ``("gun_event", conn, name, event)`` to the process in the state.
 
     ``event_handler: (ForwardEventHandler(), gunpy.self())`` puts the events in the
@@ -206,17 +206,11 @@ class ForwardEventHandler(EventHandler):
     the connection the event comes from.
     """
 
-    def __getattribute__(self, name: str) -> Any:
-        if name in _EVENT_SET:
+    def on_event(self, name: str, event: dict[str, Any], state: Any) -> Any:
+        from ._process import self as current
 
-            def callback(event: dict[str, Any], state: Any) -> Any:
-                from ._process import self as current
-
-                state.send(("gun_event", current(), name, event))
-                return state
-
-            return callback
-        return object.__getattribute__(self, name)
+        state.send(("gun_event", current(), name, event))
+        return state
 
 
 _EVENT_SET = frozenset(EVENTS)
