@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import struct
 import zlib
 from typing import Any
@@ -34,6 +35,7 @@ from wsproto.events import (
 from wsproto.extensions import Extension, PerMessageDeflate
 
 from gunpy._commands import CancelTimer, Close, Closing, Deliver, Send, SetActive, StartTimer
+from gunpy.protocols import ws as ws_mod
 from gunpy.protocols.base import BADSTATE_WS_ONLY, HandlerContext
 from gunpy.protocols.ws import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -1376,9 +1378,66 @@ def test_fast_receive_large_binary_over_many_reads() -> None:
     assert p.client._big_left == 0 and len(p.client._ws._proto._frame_decoder.buffer) == 0
 
 
+# The C masker (gunpy/_speedups.c) is optional; CI builds it and says so
+# (GUNPY_EXPECT_SPEEDUPS=1), so there a missing build fails instead of skipping.
+try:
+    from gunpy._speedups import mask as c_mask
+except ImportError:  # pragma: no cover - no compiler where gunpy was installed
+    c_mask = None  # type: ignore[assignment]
+    if os.environ.get("GUNPY_EXPECT_SPEEDUPS"):
+        raise
+needs_c = pytest.mark.skipif(c_mask is None, reason="gunpy._speedups not built (no C compiler?)")
+MASKERS = [pytest.param(ws_mod._py_mask, id="python"), pytest.param(c_mask, id="c", marks=needs_c)]
+
+
+def test_mask_loaded_and_no_speedups_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    forced_off = bool(os.environ.get("GUNPY_NO_SPEEDUPS"))
+    assert ws_mod._mask is (ws_mod._py_mask if forced_off or c_mask is None else c_mask)
+    monkeypatch.setenv("GUNPY_NO_SPEEDUPS", "1")
+    assert ws_mod._load_mask() is ws_mod._py_mask
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=100), offset=st.integers(0, 20), key=st.binary(min_size=4, max_size=4))
+def test_c_mask_same_as_python(data: bytes, offset: int, key: bytes) -> None:
+    # RFC 6455 5.3: octet i of the payload (from offset) XOR key octet i mod 4,
+    # whatever the payload's length and alignment (the C loop works in 8-octet words).
+    offset = min(offset, len(data))
+    a, b = bytearray(data), bytearray(data)
+    ws_mod._py_mask(a, offset, key)
+    c_mask(b, offset, key)
+    assert a == b
+    assert a[:offset] == data[:offset]
+    assert bytes(x ^ key[i % 4] for i, x in enumerate(data[offset:])) == a[offset:]
+
+
+@needs_c
+def test_c_mask_large_and_bad_arguments() -> None:
+    data = bytes(range(256)) * 4097 + b"tail"  # over the GIL-release threshold, odd length
+    a, b = bytearray(data), bytearray(data)
+    ws_mod._py_mask(a, 6, b"\x01\x80\xff\x7f")
+    c_mask(b, 6, b"\x01\x80\xff\x7f")
+    assert a == b
+    c_mask(b, 6, b"\x01\x80\xff\x7f")
+    assert b == data  # masking twice is the identity
+    with pytest.raises(ValueError, match="4 octets"):
+        c_mask(bytearray(8), 0, b"abc")
+    with pytest.raises(ValueError, match="offset outside"):
+        c_mask(bytearray(8), 9, b"abcd")
+    with pytest.raises(ValueError, match="offset outside"):
+        c_mask(bytearray(8), -1, b"abcd")
+    with pytest.raises(BufferError):
+        c_mask(b"read-only", 0, b"abcd")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        c_mask(bytearray(8), 0)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("masker", MASKERS)
 @pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 125, 126, 65535, 65536, 1 << 20])
 @pytest.mark.parametrize("kind", ["binary", "text"])
-def test_data_frame_out_decodes(n: int, kind: str) -> None:
+def test_data_frame_out_decodes(n: int, kind: str, masker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ws_mod, "_mask", masker)
     p = Pair()
     payload: Any = bytes(i % 251 for i in range(n)) if kind == "binary" else "é" * (n // 2)
     cmds = p.client.ws_send(REF, p.reply_to, [(kind, payload), (kind, [payload, payload])])
