@@ -22,6 +22,19 @@ reader thread and no polling loop, and flow control is just "stop polling the
 socket for input" (Gun's ``{active, once}`` not re-armed: TCP pushes back).
 ARCHITECTURE section 3 has the measurements behind this choice.
 
+**Its code runs where it is cheapest.**  The actor is a process, not a thread: the
+inbox's token (``ConnInbox._token``) is held by whoever runs the actor's code, and
+the actor's thread gives it up only while it sleeps in ``poll()``.  A cast that
+finds the actor asleep with an empty inbox -- Websocket data frames, HTTP/1.1
+requests and body data (``inline_ok``) -- takes the token and is carried out on the
+caller's thread (``_inline``), as an Erlang process runs on whichever scheduler
+thread is free: the bytes are written before ``ws_send`` returns, and the actor's
+thread is not woken for it (half the thread hops of a ping-pong).  Order holds,
+since only an empty inbox lets a cast skip it, and so does ownership: one token,
+one runner.  What a caller's thread must not do -- wait for a full socket, report
+an error, run timers, call a ``reply_to`` function -- it hands to the actor's
+thread (``$run``, or a wake-up to write the rest).
+
 Handlers return commands (``gunpy._commands``) that ``_run`` carries out in order:
 consecutive ``Send``s become one write and consecutive deliveries to one process
 one mailbox operation.
@@ -66,6 +79,7 @@ import os
 import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,7 +102,7 @@ from ._commands import (
     SwitchProtocol,
     Tunnel,
 )
-from ._process import Mailbox, Pid, _set_self, as_pid, demonitor, monitor
+from ._process import FunPid, Mailbox, Pid, _set_self, as_pid, demonitor, monitor
 from ._tls import TlsLayer as _TlsLayer
 from ._tls import errno_reason as errno_reason
 from ._tls import negotiated
@@ -193,11 +207,13 @@ class ConnInbox(Mailbox):
         "_blocked",
         "_efd",
         "_flush",
+        "_inline",
         "_poll",
         "_ready",
         "_sock_events",
         "_sock_fd",
         "_timers",
+        "_token",
         "_wfd",
     )
 
@@ -219,6 +235,10 @@ class ConnInbox(Mailbox):
         self._timers: dict[str, float] = {}
         # The actor's corked output: written once no message is left to handle.
         self._flush: Callable[[], bool] | None = None
+        # Held by the actor's thread except while it sleeps in poll(): whoever holds
+        # it may run the actor's code (see Connection._inline).
+        self._token = threading.Lock()
+        self._inline: Callable[[tuple[Any, ...]], bool] | None = None
 
     def _wake(self) -> None:
         # Called with the lock held (Mailbox.put): the fd cannot be closed meanwhile.
@@ -329,10 +349,13 @@ class ConnInbox(Mailbox):
                         return Envelope((_TIMER, name))
                     wait_ms = max(1, int(left * 1000 + 0.999))
                 self._blocked = True
+            token = self._token
+            token.release()
             try:
                 events = self._poll.poll(wait_ms)
             finally:
                 self._blocked = False
+                token.acquire()
             sock_ev = 0
             for fd, ev in events:
                 if fd == self._efd:
@@ -486,6 +509,7 @@ class Connection(pykka.ThreadingActor):
     # -- pykka hooks --------------------------------------------------------
     def _actor_loop(self) -> None:
         _set_self(self.pid)
+        self._inbox._token.acquire()  # kept when the loop ends: no inline after
         try:
             super()._actor_loop()
         finally:
@@ -505,6 +529,7 @@ class Connection(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         self._inbox._flush = self._flush_hook
+        self._inbox._inline = self._inline
         self.owner_mref = monitor(self.owner)
         if self.ev is not None:
             ctx = self.ctx
@@ -543,6 +568,10 @@ class Connection(pykka.ThreadingActor):
             self._exit("shutdown")
         elif tag == "$set_owner":
             self._set_owner(message[1], message[2])
+        elif tag == "$run":
+            self._run(message[1])  # an inlined operation's commands (_inline)
+        elif tag == "$inline_crash":
+            raise message[1]  # an inlined operation raised: fail as if we had
         elif tag == "$inbox_error":  # pragma: no cover - defensive
             log.error("gunpy connection inbox failed: %r", message[1])
             self._exit(("error", ("inbox", repr(message[1]))))
@@ -927,11 +956,97 @@ class Connection(pykka.ThreadingActor):
         # (an update_flow for a queued request must not be lost).
         self.queue.append(op)
 
+    def _inline(self, op: tuple[Any, ...]) -> bool:
+        """Carry out user operation ``op`` now, on the caller's thread, if the actor
+        is asleep in ``poll()`` with nothing else to do; False: cast it as usual.
+
+        Why: a cast wakes the actor's thread (eventfd, then a context switch and the
+        GIL) only for it to encode a frame or a request and write it: half of a
+        ping-pong round trip's thread hops.  The actor is a process, not a thread,
+        as an Erlang process runs on whichever scheduler thread is free: holding
+        the inbox's token (``ConnInbox._token``; the actor's thread holds it except
+        while it sleeps in ``poll()``) makes the caller the actor for the length of
+        the operation, so no two threads ever run its code or touch its socket at
+        once, and order is kept: only an empty inbox lets an operation skip it.
+
+        Only operations whose handler says so (``inline_ok``: plain Websocket data
+        frames, HTTP/1.1 requests and body data) on a connected socket with nothing
+        corked, no TLS layer of ours, no event handler and no request timer.  The
+        caller runs the handler and writes what it returns with one non-blocking
+        ``send``; what the socket does not take, an error, and any command but
+        ``Send``/``Deliver`` go to the actor's thread (it is woken or sent the
+        commands), which carries them out as if it had done the rest itself.
+        """
+        inbox = self._inbox
+        token = inbox._token
+        if not token.acquire(False):
+            return False
+        try:
+            h = self.handler
+            if (
+                inbox._msgs
+                or self.state != "connected"
+                or self.no_input
+                or self.out
+                or self.layers
+                or self.ev is not None
+                or self.rt_by_ref
+                or (op[0] == "$request" and op[7].get("timeout"))
+                or h is None
+                or not h.inline_ok(op)
+            ):
+                return False
+            try:
+                cmds = self._op_cmds(op)
+            except Exception as e:
+                # The actor fails as if its own thread had raised (_handle_failure).
+                inbox.put(("$inline_crash", e))
+                return True
+            if not cmds:
+                return True
+            data: bytes | bytearray | None = None
+            for i, c in enumerate(cmds):
+                if isinstance(c, Send):
+                    data = c.data if data is None else data + c.data
+                elif isinstance(c, Deliver) and type(c.to) is not FunPid:
+                    c.to.send(c.msg)
+                    if not self.progressed and c.msg[0] in _PROGRESS_TAGS:
+                        self.progressed = True
+                else:
+                    # Not for a caller's thread (a reply_to function runs in the
+                    # connection's, as in Gun): the actor runs them, next and in order.
+                    if data is not None:
+                        self.out.append(data)
+                        self.out_len += len(data)
+                    inbox.put(("$run", cmds[i:]))
+                    return True
+            if data is not None:
+                try:
+                    n = self.sock.send(data)  # type: ignore[union-attr]
+                except (OSError, ValueError):
+                    n = 0  # EAGAIN, or an error the actor's own write will see and report
+                if n < len(data):
+                    # Rare (a full socket buffer): the actor writes the rest, with
+                    # send_timeout, when its get() runs before it sleeps again.
+                    self.out.append(data[n:] if n else data)
+                    self.out_len += len(data) - n
+                    with inbox._cond:
+                        inbox._wake()
+            return True
+        finally:
+            token.release()
+
     def _dispatch(self, op: tuple[Any, ...]) -> None:
+        cmds = self._op_cmds(op)
+        if cmds is not None:
+            self._run(cmds)
+
+    def _op_cmds(self, op: tuple[Any, ...]) -> list[Command] | None:
+        """The handler's commands for user operation ``op`` (None: answered already)."""
         h = self.handler
         tag = op[0]
         if tag in _NEW_STREAM_OPS and not self._tunnel_check(op[1], op[2]):
-            return
+            return None
         if tag == "$request":
             _, ref, reply_to, method, path, headers, body, req_opts = op
             cmds = h.request(ref, reply_to, method, path, headers, body, req_opts)
@@ -948,7 +1063,7 @@ class Connection(pykka.ThreadingActor):
             if tunnel is None or _ref_chain(tunnel) == _ref_chain(self.base_ref):
                 cmds = h.ping(op[1], op[2])  # the server at the end of this connection
             elif not self._tunnel_check((*_ref_chain(tunnel), op[1]), op[2], op[1]):
-                return
+                return None
             else:
                 cmds = h.ping_tunnel(tunnel, op[1], op[2])  # through a stream's tunnel
         elif tag == "$connect":
@@ -962,8 +1077,8 @@ class Connection(pykka.ThreadingActor):
                 self.reupgrade_pending[ref] = op
             cmds = h.ws_upgrade(ref, reply_to, path, headers, ws_opts)
         else:  # pragma: no cover
-            return
-        self._run(cmds)
+            return None
+        return cmds  # type: ignore[no-any-return]
 
     def _run(self, cmds: list[Command]) -> None:
         """Carry out a handler's commands, in order (see the module doc).

@@ -272,6 +272,9 @@ class Mailbox:
 
     __slots__ = ("_cond", "_hidden", "_index", "_msgs", "_seq", "_waitlock", "_wakeup", "__weakref__")
 
+    # A connection's inbox runs some casts on the sender's thread (ConnInbox).
+    _inline: Callable[[tuple[Any, ...]], bool] | None = None
+
     def __init__(self) -> None:
         # A plain lock, not a Condition: only the owner ever waits, so one parked
         # lock (``_wakeup``) replaces Condition's waiter list and its Python-level
@@ -763,6 +766,13 @@ def self() -> Pid:
         _local.sentinel = _ThreadSentinel(pid)
     _local.pid = pid
     return pid
+
+
+def _backlog() -> int:
+    """How many messages wait in the calling process's mailbox (0 without one)."""
+    pid = _local.__dict__.get("pid")
+    box = pid._box if pid is not None else None
+    return len(box._msgs) if box is not None else 0
 
 
 def _set_self(pid: Pid) -> None:

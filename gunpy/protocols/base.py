@@ -166,6 +166,13 @@ class ProtocolHandler(Protocol):
         reads, so fewer passes through the actor and fewer messages to the owner)."""
         ...
 
+    def inline_ok(self, op: tuple[Any, ...]) -> bool:
+        """Whether user operation ``op`` (``("$ws_send", ...)``, ``("$request",
+        ...)``, ...) may run on the caller's thread while the actor sleeps
+        (``Connection._inline``): cheap, and true only where the handler's answer is
+        almost always ``Send``/``Deliver`` commands and needs no event handler."""
+        ...
+
 
 BADSTATE_WS_ONLY = "This connection only accepts Websocket frames."
 BADSTATE_NOT_FOUND = "The stream cannot be found."
@@ -299,3 +306,6 @@ class BaseHandler:
 
     def recv_size(self) -> int:
         return RECV_SIZE
+
+    def inline_ok(self, op: tuple[Any, ...]) -> bool:
+        return False

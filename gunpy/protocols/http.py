@@ -1399,6 +1399,10 @@ class HttpHandler(HttpOptions, BaseHandler):
         if not self._paused and not self._dead:
             cmds.append(SetActive(True))
 
+    def inline_ok(self, op: tuple[Any, ...]) -> bool:
+        # A request or body chunk: a Send (or a stream error), unless events are on.
+        return not self._ev and op[0] in ("$request", "$data")
+
     def active(self) -> bool:
         return not self._paused
 

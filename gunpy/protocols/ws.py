@@ -524,6 +524,7 @@ def _close_reason(data: Any) -> str:
 # RFC 6455 section 5.2 base framing, for the data frames we build ourselves (see
 # ``_data_frame``): byte 0 is FIN + opcode (RSV bits zero: no extension applies),
 # byte 1 is MASK (a client masks every frame, section 5.3) + the 7-bit length.
+_DATA_KINDS = ("binary", "text")
 _OP_TEXT = 0x81  # FIN, opcode 0x1
 _OP_BINARY = 0x82  # FIN, opcode 0x2
 _LEN16 = struct.Struct("!BBH")  # 7-bit length 126: a 16-bit length follows
@@ -936,6 +937,18 @@ class WsHandler(BaseHandler):
                 self._reading = True
                 cmds.append(SetActive(True))
         return self._end(cmds)
+
+    def inline_ok(self, op: tuple[Any, ...]) -> bool:
+        # Text and binary frames on the lean path (one Send, or a gun_error for bad
+        # UTF-8); control frames may close, so they go to the actor.
+        if op[0] != "$ws_send" or not self._plain or self._ev or self._out_closed or self._ended:
+            return False
+        if self._ws.state is not _OPEN or self._proxy.cmds:
+            return False
+        for f in op[3]:
+            if type(f) is not tuple or len(f) != 2 or f[0] not in _DATA_KINDS:
+                return False
+        return True
 
     def ws_send(self, ref: Any, reply_to: ReplyTo, frames: list[Any]) -> Commands:
         # Like Gun, the ref is not checked: the connection has one Websocket.
