@@ -304,3 +304,20 @@ def test_a_reply_to_function_still_runs_in_the_connections_thread(
     assert spy[0][:2] == ("$request", True)
     assert seen[0] is not threading.current_thread()
     assert seen[0].name.startswith("Connection")
+
+
+def test_a_caller_with_a_backlog_casts(origin: ScriptedOrigin, spy: Any) -> None:
+    # Messages waiting in the caller's mailbox: more casts are likely to follow, and
+    # the actor writes a burst of them in one send (gunpy._api._cast).
+    conn, ref, peer, _ = upgraded(origin)
+    asleep(conn)
+    spy.clear()
+    me = gunpy.self()
+    me.send(("pending", 1))
+    gunpy.ws_send(conn, ref, ("text", "cast"))
+    assert spy == []  # not even tried
+    assert gunpy.receive(("pending", ANY), after=0) == ("pending", 1)
+    asleep(conn)
+    gunpy.ws_send(conn, ref, ("text", "inline"))
+    assert messages(peer, 2) == [("TextMessage", "cast"), ("TextMessage", "inline")]
+    assert spy[0][:2] == ("$ws_send", True)
