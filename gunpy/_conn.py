@@ -986,6 +986,7 @@ class Connection(pykka.ThreadingActor):
             if (
                 inbox._msgs
                 or self.state != "connected"
+                or self.sock is None
                 or self.no_input
                 or self.out
                 or self.layers
@@ -1022,7 +1023,7 @@ class Connection(pykka.ThreadingActor):
                     return True
             if data is not None:
                 try:
-                    n = self.sock.send(data)  # type: ignore[union-attr]
+                    n = self.sock.send(data)
                 except (OSError, ValueError):
                     n = 0  # EAGAIN, or an error the actor's own write will see and report
                 if n < len(data):
