@@ -110,7 +110,7 @@ from ._tls import tls_read as _tls_read
 from ._tls import tls_reason as tls_reason
 from .events import _Dispatcher
 from .protocols import handler_class
-from .protocols.base import BADSTATE_NOT_A_TUNNEL, HandlerContext
+from .protocols.base import BADSTATE_NOT_A_TUNNEL, HandlerContext, stream_op
 
 log = logging.getLogger("gunpy")
 
@@ -1048,18 +1048,10 @@ class Connection(pykka.ThreadingActor):
         tag = op[0]
         if tag in _NEW_STREAM_OPS and not self._tunnel_check(op[1], op[2]):
             return None
-        if tag == "$request":
-            _, ref, reply_to, method, path, headers, body, req_opts = op
-            cmds = h.request(ref, reply_to, method, path, headers, body, req_opts)
-        elif tag == "$data":
-            cmds = h.data(op[1], op[2], op[3], op[4])
-        elif tag == "$ws_send":
-            cmds = h.ws_send(op[1], op[2], op[3])
-        elif tag == "$cancel":
-            cmds = h.cancel(op[1], op[2])
-        elif tag == "$update_flow":
-            cmds = h.update_flow(op[1], op[2])
-        elif tag == "$ping":
+        cmds = stream_op(h, op)
+        if cmds is not None:
+            return cmds
+        if tag == "$ping":
             tunnel = op[3] if len(op) > 3 else None
             if tunnel is None or _ref_chain(tunnel) == _ref_chain(self.base_ref):
                 cmds = h.ping(op[1], op[2])  # the server at the end of this connection
@@ -1067,9 +1059,6 @@ class Connection(pykka.ThreadingActor):
                 return None
             else:
                 cmds = h.ping_tunnel(tunnel, op[1], op[2])  # through a stream's tunnel
-        elif tag == "$connect":
-            _, ref, reply_to, destination, headers, req_opts = op
-            cmds = h.connect(ref, reply_to, destination, headers, req_opts)
         elif tag == "$ws_upgrade":
             _, ref, reply_to, path, headers, ws_opts = op
             if ws_opts is None:

@@ -174,6 +174,29 @@ class ProtocolHandler(Protocol):
         ...
 
 
+def stream_op(h: Any, op: tuple[Any, ...]) -> Commands | None:
+    """Call handler ``h`` for the user operations that mean the same on a connection
+    and inside a stream's tunnel (``("$request", ...)``, ``$data``, ``$ws_send``,
+    ``$cancel``, ``$update_flow``, ``$connect``); None for any other: the caller's
+    (``$ws_upgrade`` and ``$ping`` take defaults and tunnels from where they run)."""
+    tag = op[0]
+    if tag == "$request":
+        _, ref, reply_to, method, path, headers, body, req_opts = op
+        return h.request(ref, reply_to, method, path, headers, body, req_opts)  # type: ignore[no-any-return]
+    if tag == "$ws_send":
+        return h.ws_send(op[1], op[2], op[3])  # type: ignore[no-any-return]
+    if tag == "$data":
+        return h.data(op[1], op[2], op[3], op[4])  # type: ignore[no-any-return]
+    if tag == "$cancel":
+        return h.cancel(op[1], op[2])  # type: ignore[no-any-return]
+    if tag == "$update_flow":
+        return h.update_flow(op[1], op[2])  # type: ignore[no-any-return]
+    if tag == "$connect":
+        _, ref, reply_to, destination, headers, req_opts = op
+        return h.connect(ref, reply_to, destination, headers, req_opts)  # type: ignore[no-any-return]
+    return None
+
+
 BADSTATE_WS_ONLY = "This connection only accepts Websocket frames."
 BADSTATE_NOT_FOUND = "The stream cannot be found."
 BADSTATE_ALREADY_CLOSED = "The stream has already been closed."

@@ -1171,17 +1171,7 @@ class Http2Handler(HttpOptions, BaseHandler):
             if n == "te" and v.strip(" \t").lower() != "trailers":
                 continue  # RFC 9113 8.2.2: only "te: trailers" is allowed
             if not n or n[0] == ":":
-                cmds.append(
-                    Deliver(
-                        reply_to,
-                        (
-                            "gun_error",
-                            self.ctx.conn,
-                            ref,
-                            ("badstate", f"Invalid request header name {n!r}."),
-                        ),
-                    )
-                )
+                cmds.append(self._bad_header_name(reply_to, ref, n))
                 return None
             wire.append((_enc(n), _enc(v)))
         return wire, authority
@@ -1438,6 +1428,13 @@ class Http2Handler(HttpOptions, BaseHandler):
     # ----------------------------------------------------------------------------------
     # CONNECT tunnels (RFC 9113 8.5; Gun 4.11: one tunnel per stream)
 
+    def _bad_header_name(self, reply_to: ReplyTo, ref: Any, name: str) -> Deliver:
+        # An empty or pseudo-header name from the user (RFC 9113 8.3): refused.
+        return Deliver(
+            reply_to,
+            ("gun_error", self.ctx.conn, ref, ("badstate", f"Invalid request header name {name!r}.")),
+        )
+
     def connect(
         self,
         ref: Any,
@@ -1483,17 +1480,7 @@ class Http2Handler(HttpOptions, BaseHandler):
             if n in drop:
                 continue
             if not n or n[0] == ":":
-                cmds.append(
-                    Deliver(
-                        reply_to,
-                        (
-                            "gun_error",
-                            self.ctx.conn,
-                            ref,
-                            ("badstate", f"Invalid request header name {n!r}."),
-                        ),
-                    )
-                )
+                cmds.append(self._bad_header_name(reply_to, ref, n))
                 return
             wire.append((_enc(n), _enc(v)))
         h2 = self._h2

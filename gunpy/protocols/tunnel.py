@@ -53,7 +53,7 @@ from .._commands import (
 )
 from .._tls import TlsLayer, client_context, negotiated, server_hostname, tls_read, tls_reason
 from . import handler_class
-from .base import BADSTATE_NOT_A_TUNNEL, HandlerContext
+from .base import BADSTATE_NOT_A_TUNNEL, HandlerContext, stream_op
 
 BADSTATE_TUNNEL_REQUIRED = (
     "This stream goes through a CONNECT tunnel: pass the CONNECT's stream "
@@ -187,24 +187,11 @@ class StreamTunnel:
         if tag in _NEW_STREAM_OPS and not self._check(op[1], op[2], out):
             return out
         h = self.handler
-        if tag == "$request":
-            _, ref, reply_to, method, path, headers, body, req_opts = op
-            cmds = h.request(ref, reply_to, method, path, headers, body, req_opts)
-        elif tag == "$data":
-            cmds = h.data(op[1], op[2], op[3], op[4])
-        elif tag == "$ws_send":
-            cmds = h.ws_send(op[1], op[2], op[3])
-        elif tag == "$cancel":
-            cmds = h.cancel(op[1], op[2])
-        elif tag == "$update_flow":
-            cmds = h.update_flow(op[1], op[2])
-        elif tag == "$ws_upgrade":
+        cmds = stream_op(h, op)
+        if cmds is None and tag == "$ws_upgrade":
             _, ref, reply_to, path, headers, ws_opts = op
             cmds = h.ws_upgrade(ref, reply_to, path, headers, ws_opts or {})
-        elif tag == "$connect":
-            _, ref, reply_to, destination, headers, req_opts = op
-            cmds = h.connect(ref, reply_to, destination, headers, req_opts)
-        elif tag == "$ping":
+        elif cmds is None and tag == "$ping":
             _, ref, reply_to, tunnel = op
             if tunnel is not None and ref_chain(tunnel) != ref_chain(self.base_ref):
                 if not getattr(h, "tunnels", False):
@@ -218,7 +205,7 @@ class StreamTunnel:
                 cmds = h.ping_tunnel(tunnel, ref, reply_to)
             else:
                 cmds = h.ping(ref, reply_to)
-        else:  # pragma: no cover
+        elif cmds is None:  # pragma: no cover
             return out
         self._run(cmds, out)
         return out

@@ -972,7 +972,7 @@ class WsHandler(BaseHandler):
                     self._plain
                     and type(frame) is tuple
                     and len(frame) == 2
-                    and frame[0] in ("binary", "text")
+                    and frame[0] in _DATA_KINDS
                     and self._ws.state is _OPEN
                 ):
                     if frame[0] == "binary":
